@@ -1,0 +1,118 @@
+"""Installing the catalog (schema ``tviews``) and telling which version is installed.
+
+Two install modes end in the same catalog: *extension* (``CREATE EXTENSION pg_tviews``, when the
+extension files are installed on the server) and *schema* (the same scripts applied by this
+module, for managed PostgreSQL where no files can be installed). In schema mode every applied
+script is recorded in ``tviews.schema_migration``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+import psycopg
+
+from ..errors import CatalogError
+from . import chain as chain_mod
+
+SCHEMA = "tviews"
+#: advisory lock serialising catalog changes (install, upgrade, downgrade) in one database
+CATALOG_LOCK_SQL = "SELECT pg_advisory_xact_lock(hashtext('pg_tviews.catalog'))"
+
+
+@dataclass
+class InstalledCatalog:
+    version: str | None
+    mode: str | None  # "extension", "schema" or None when not installed
+
+    @property
+    def installed(self) -> bool:
+        return self.version is not None
+
+
+@dataclass
+class InstallResult:
+    version: str
+    mode: str
+    previous: str | None
+    applied: list[str] = field(default_factory=list)
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.applied)
+
+    def as_dict(self) -> dict:
+        return asdict(self) | {"changed": self.changed}
+
+
+def installed(conn: psycopg.Connection) -> InstalledCatalog:
+    """Which catalog version is installed in the connected database, and how."""
+    row = conn.execute("SELECT extversion FROM pg_catalog.pg_extension WHERE extname = 'pg_tviews'").fetchone()
+    if row:
+        return InstalledCatalog(row[0], "extension")
+    has_function = conn.execute(
+        "SELECT to_regprocedure('tviews.pg_tviews_version()') IS NOT NULL"
+    ).fetchone()[0]
+    if not has_function:
+        return InstalledCatalog(None, None)
+    return InstalledCatalog(conn.execute("SELECT tviews.pg_tviews_version()").fetchone()[0], "schema")
+
+
+def require(conn: psycopg.Connection) -> InstalledCatalog:
+    """The installed catalog, or a CatalogError telling how to install it."""
+    found = installed(conn)
+    if not found.installed:
+        raise CatalogError(
+            "pg_tviews is not installed in this database",
+            hint="run `pg-tviews install` (or CREATE EXTENSION pg_tviews)",
+        )
+    return found
+
+
+def apply_scripts(conn: psycopg.Connection, scripts: list[chain_mod.Script]) -> None:
+    """Run migration scripts in order and record each in tviews.schema_migration (schema mode)."""
+    for script in scripts:
+        try:
+            conn.execute(script.sql)
+        except psycopg.Error as exc:
+            raise CatalogError(
+                f"migration script {script.name} failed: {str(exc).strip()}",
+                hint="nothing was changed; the catalog stays at its previous version",
+            ) from exc
+        conn.execute(
+            "INSERT INTO tviews.schema_migration (script, from_version, to_version, direction, checksum)"
+            " VALUES (%s, %s, %s, %s, %s)",
+            (script.name, script.source, script.target, script.direction, script.checksum),
+        )
+
+
+def install(conn: psycopg.Connection, version: str | None = None) -> InstallResult:
+    """Install the catalog at `version` (default: current) in schema mode; idempotent.
+
+    Runs in one transaction (a savepoint when the caller already has one open) under an advisory
+    lock, so a failure leaves the database as it was and concurrent installs wait for each other.
+    Installing over a different installed version is refused: that is an upgrade or a downgrade.
+    """
+    chain = chain_mod.load()
+    target = version or chain.current
+    chain.check_known(target)
+    with conn.transaction():
+        conn.execute(CATALOG_LOCK_SQL)
+        found = installed(conn)
+        if found.installed:
+            if found.version != target:
+                raise CatalogError(
+                    f"pg_tviews {found.version} is already installed ({found.mode} mode); "
+                    f"refusing to install {target} over it",
+                    hint=f"use `pg-tviews upgrade run --to {target}` to change versions",
+                )
+            return InstallResult(target, found.mode or "schema", found.version)
+        exists = conn.execute("SELECT to_regnamespace(%s) IS NOT NULL", (SCHEMA,)).fetchone()[0]
+        if exists:
+            raise CatalogError(
+                f"schema {SCHEMA} exists but holds no pg_tviews catalog",
+                hint=f"rename or drop the schema {SCHEMA} first; pg_tviews needs it",
+            )
+        scripts = chain.install_path(target)
+        apply_scripts(conn, scripts)
+        return InstallResult(target, "schema", None, [s.name for s in scripts])
