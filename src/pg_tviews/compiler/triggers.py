@@ -1,0 +1,130 @@
+"""Statement-level triggers on the sources of a TVIEW, with transition tables.
+
+PostgreSQL forbids transition tables on triggers with several events or a column list, so each
+(TVIEW, source table) gets one trigger per event: INSERT, UPDATE, DELETE and TRUNCATE. An UPDATE
+first keeps only rows whose columns read by the TVIEW changed (old and new images paired by the
+source's primary key): an UPDATE of other columns costs one cheap query and nothing else.
+
+What the trigger does with the affected keys depends on the TVIEW's mode:
+* immediate: refresh them now (read-your-writes) and record them for the commit step;
+* deferred: record them; the commit step refreshes once per transaction;
+* async: queue them for the worker.
+"""
+
+from __future__ import annotations
+
+from ..definition import Definition, Relation
+from .lineage import entry_values, lineage_id, lineage_select
+from .names import Names
+from .sqltext import ident, literal, row
+
+_EVENT_SQL = {"ins": "INSERT", "upd": "UPDATE", "del": "DELETE", "trunc": "TRUNCATE"}
+
+
+def changed_rows(definition: Definition, relation: Relation, event: str) -> str:
+    """SELECT of the changed rows (both images for UPDATE) relevant to the TVIEW."""
+    if event == "ins":
+        return "SELECT n.* FROM new_rows n"
+    if event == "del":
+        return "SELECT o.* FROM old_rows o"
+    read = definition.columns_read(relation)
+    key = relation.row_key()
+    if key is None or not read:
+        # rows cannot be paired (no key) or everything is read: every updated row counts
+        return "SELECT n.* FROM new_rows n UNION ALL SELECT o.* FROM old_rows o"
+    on = " AND ".join(f"{{b}}.{ident(c)} = {{a}}.{ident(c)}" for c in key)
+    unmatched = f"{{b}}.{ident(key[0])} IS NULL"
+    differ = f"{row(read, 'n')} IS DISTINCT FROM {row(read, 'o')}"
+    new_side = f"SELECT n.* FROM new_rows n LEFT JOIN old_rows o ON {on.format(a='n', b='o')} WHERE {unmatched.format(b='o')} OR {differ}"
+    old_side = f"SELECT o.* FROM old_rows o LEFT JOIN new_rows n ON {on.format(a='o', b='n')} WHERE {unmatched.format(b='n')} OR {differ}"
+    return f"{new_side}\n        UNION ALL\n        {old_side}"
+
+
+def trigger_function(definition: Definition, names: Names, relation: Relation, position: int, event: str,
+                     mode: str) -> str:
+    fn = names.trigger_function(position, event)
+    entity = names.id
+    header = f"""CREATE FUNCTION {fn}() RETURNS trigger
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    started timestamptz := clock_timestamp();
+    k bigint[];
+    h jsonb;
+    snap pg_snapshot;
+    r tviews.apply_result;
+    d bigint[];
+BEGIN
+"""
+    if event == "trunc":
+        if mode == "immediate":
+            body = f"""    snap := pg_current_snapshot();
+    r := {names.full}();
+    IF cardinality(r.contended) > 0 THEN
+        d := tviews.contend({entity}, r.contended);
+    END IF;
+    PERFORM tviews.record_change({entity}, NULL, NULL, d, r.changed,
+                                 extract(epoch FROM clock_timestamp() - started) * 1000, snap, true);
+"""
+        elif mode == "deferred":
+            body = f"    PERFORM tviews.record_change({entity}, NULL, NULL, NULL, 0, 0, NULL, true);\n"
+        else:
+            body = f"    PERFORM tviews.enqueue({entity}, NULL, NULL, true);\n"
+        return header + body + "    RETURN NULL;\nEND\n$fn$"
+
+    lineages = definition.lineages_of(relation)
+    # keys computable now: all lineages in immediate mode; without joins otherwise
+    now = [lin for lin in lineages if mode == "immediate" or not lin.needs_reevaluation]
+    later = [lin for lin in lineages if lin.needs_reevaluation]
+    if now:
+        union = "\n            UNION ALL ".join(lineage_select(definition, lin, "chg s") for lin in now)
+        keys_expr = f"ARRAY(SELECT DISTINCT x.k::bigint FROM (\n            {union}\n        ) x WHERE x.k IS NOT NULL)"
+    else:
+        keys_expr = "'{}'::bigint[]"
+    if later:
+        pairs = ", ".join(f"{literal(lineage_id(definition, lin))}, {entry_values(definition, lin, 'chg s')}"
+                          for lin in later)
+        hops_expr = f"nullif(jsonb_strip_nulls(jsonb_build_object({pairs})), '{{}}')"
+    else:
+        hops_expr = "NULL::jsonb"
+    compute = f"""    WITH chg AS MATERIALIZED (
+        {changed_rows(definition, relation, event)}
+    )
+    SELECT {keys_expr},
+           {hops_expr},
+           pg_current_snapshot()
+      INTO k, h, snap;
+    IF cardinality(k) = 0 AND h IS NULL THEN
+        RETURN NULL;
+    END IF;
+"""
+    if mode == "immediate":
+        act = f"""    IF cardinality(k) > 0 THEN
+        r := {names.apply}(k);
+        IF cardinality(r.contended) > 0 THEN
+            d := tviews.contend({entity}, r.contended);
+        END IF;
+    END IF;
+    PERFORM tviews.record_change({entity}, k, h, d, coalesce(r.changed, 0),
+                                 extract(epoch FROM clock_timestamp() - started) * 1000, snap);
+"""
+    elif mode == "deferred":
+        act = f"    PERFORM tviews.record_change({entity}, k, h, NULL, 0, 0, NULL);\n"
+    else:
+        act = f"    PERFORM tviews.enqueue({entity}, k, h, false);\n"
+    return header + compute + act + "    RETURN NULL;\nEND\n$fn$"
+
+
+def create_trigger(names: Names, relation: Relation, position: int, event: str) -> str:
+    table = ident(*relation.qualified)
+    fn = names.trigger_function(position, event)
+    what = _EVENT_SQL[event]
+    referencing = {
+        "ins": " REFERENCING NEW TABLE AS new_rows",
+        "upd": " REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows",
+        "del": " REFERENCING OLD TABLE AS old_rows",
+        "trunc": "",
+    }[event]
+    return (f"CREATE TRIGGER {names.trigger(event)} AFTER {what} ON {table}{referencing}"
+            f" FOR EACH STATEMENT EXECUTE FUNCTION {fn}()")

@@ -1,0 +1,278 @@
+"""Creating, maintaining, inspecting and dropping TVIEWs: the Python API behind the CLI.
+
+Every function takes a psycopg connection and works inside the caller's transaction when one is
+open (a savepoint otherwise makes each call atomic): a failed creation leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import asdict, dataclass, field
+
+import psycopg
+from psycopg import sql
+from psycopg.rows import dict_row
+
+from . import catalog
+from .compiler import Compiled, Names, compile_tview, view_statement
+from .definition import Definition, analyze
+from .errors import DefinitionError, NotFound, UsageError
+from .identifiers import parse_relation_name
+
+MODES = ("immediate", "deferred", "async")
+INTEGER_TYPES = ("smallint", "integer", "bigint")
+TVIEW_PREFIX = "tv_"
+
+
+@dataclass
+class SourceInfo:
+    schema: str
+    table: str
+    kind: str
+    columns_read: list[str]
+    lineage: list[str]
+
+    @property
+    def name(self) -> str:
+        return f"{self.schema}.{self.table}"
+
+
+@dataclass
+class TView:
+    """A TVIEW as recorded in the catalog."""
+
+    id: int
+    schema: str
+    table: str
+    entity_name: str
+    definition: str
+    key: str
+    mode: str
+    rank: int
+    root: str
+    created_at: dt.datetime
+    sources: list[SourceInfo] = field(default_factory=list)
+    helper_views: list[str] = field(default_factory=list)
+
+    @property
+    def name(self) -> str:
+        return f"{self.schema}.{self.table}"
+
+    def as_dict(self) -> dict:
+        return asdict(self) | {"name": self.name}
+
+
+# -- names ------------------------------------------------------------------------------------------
+
+
+def resolve_target(conn: psycopg.Connection, name: str) -> tuple[str, str]:
+    """(schema, table) for a new TVIEW: the given schema, else the first schema of search_path."""
+    schema, table = parse_relation_name(name)
+    if schema is None:
+        schema = conn.execute("SELECT current_schema()").fetchone()[0]
+        if schema is None:
+            raise UsageError("no schema to create the TVIEW in (search_path names no existing schema)",
+                             hint="qualify the name: schema.tv_name")
+    return schema, table
+
+
+def entity_name(table: str) -> str:
+    return table[len(TVIEW_PREFIX):] if table.startswith(TVIEW_PREFIX) and len(table) > len(TVIEW_PREFIX) else table
+
+
+def _find(conn: psycopg.Connection, name: str) -> int | None:
+    schema, table = parse_relation_name(name)
+    if schema is not None:
+        row = conn.execute("SELECT id FROM tviews.entity WHERE schema_name = %s AND table_name = %s",
+                           (schema, table)).fetchone()
+        return row[0] if row else None
+    row = conn.execute(
+        "SELECT e.id FROM tviews.entity e, unnest(current_schemas(false)) WITH ORDINALITY s(name, pos)"
+        " WHERE e.schema_name = s.name AND e.table_name = %s ORDER BY s.pos LIMIT 1",
+        (table,),
+    ).fetchone()
+    return row[0] if row else None
+
+
+def get(conn: psycopg.Connection, name: str) -> TView:
+    """The TVIEW called `name` (schema-qualified, or found through search_path)."""
+    catalog.require(conn)
+    entity = _find(conn, name)
+    if entity is None:
+        raise NotFound(f"TVIEW {name} does not exist", hint="list TVIEWs with `pg-tviews list`")
+    return _load(conn, entity)
+
+
+def _load(conn: psycopg.Connection, entity: int) -> TView:
+    with conn.cursor(row_factory=dict_row) as cur:
+        row = cur.execute("SELECT * FROM tviews.entity WHERE id = %s", (entity,)).fetchone()
+        sources = cur.execute(
+            "SELECT * FROM tviews.entity_source WHERE entity_id = %s ORDER BY position", (entity,)
+        ).fetchall()
+    return TView(
+        id=row["id"],
+        schema=row["schema_name"],
+        table=row["table_name"],
+        entity_name=row["entity_name"],
+        definition=row["definition"],
+        key=row["key_column"],
+        mode=row["mode"],
+        rank=row["rank"],
+        root=f"{row['root_schema']}.{row['root_table']}",
+        created_at=row["created_at"],
+        helper_views=list(row["helper_views"]),
+        sources=[
+            SourceInfo(s["schema_name"], s["table_name"], s["kind"], list(s["columns_read"]), list(s["lineage"]))
+            for s in sources
+        ],
+    )
+
+
+def list_tviews(conn: psycopg.Connection) -> list[TView]:
+    catalog.require(conn)
+    ids = [r[0] for r in conn.execute("SELECT id FROM tviews.entity ORDER BY rank, schema_name, table_name")]
+    return [_load(conn, i) for i in ids]
+
+
+# -- creation ----------------------------------------------------------------------------------------
+
+
+def _check_mode(mode: str) -> None:
+    if mode not in MODES:
+        raise UsageError(f"unknown mode {mode!r}", hint=f"choose one of: {', '.join(MODES)}")
+
+
+def _rank(conn: psycopg.Connection, definition: Definition, target: tuple[str, str]) -> int:
+    """Dependency depth: 1 + the deepest TVIEW read. A TVIEW reading itself is a cycle."""
+    rank = 0
+    for occ in definition.occurrences:
+        relation = occ.relation
+        if relation.qualified == target:
+            raise DefinitionError(
+                f"the definition reads {relation.display()} itself: TVIEW dependencies must not form a cycle",
+                hint="read the source tables instead", construct="dependency cycle",
+            )
+        if relation.tview_id is not None:
+            row = conn.execute("SELECT rank FROM tviews.entity WHERE id = %s", (relation.tview_id,)).fetchone()
+            rank = max(rank, row[0])
+    return rank + 1
+
+
+def _check_key_type(definition: Definition) -> None:
+    column = definition.root.relation.columns[definition.root_key]
+    if column.type not in INTEGER_TYPES:
+        raise definition_error_at(
+            definition, f"the key {definition.key!r} has type {column.type}; TVIEW keys must be "
+            "smallint, integer or bigint", hint="use the root table's integer primary key (pk_<entity>) as the key",
+        )
+
+
+def definition_error_at(definition: Definition, message: str, hint: str | None = None) -> DefinitionError:
+    from .definition.positions import definition_error
+
+    location = next((c.location for c in definition.columns if c.name == definition.key), None)
+    return definition_error(definition.sql, location, message, hint=hint, construct="key")
+
+
+def create(
+    conn: psycopg.Connection,
+    name: str,
+    sql_text: str,
+    *,
+    key: str | None = None,
+    mode: str = "immediate",
+) -> TView:
+    """Create a TVIEW: analyze the definition, generate its table and maintenance, populate it.
+
+    All in one transaction (a savepoint inside the caller's): on any error nothing is left.
+    """
+    _check_mode(mode)
+    with conn.transaction():
+        catalog.require(conn)
+        conn.execute(catalog.installer.CATALOG_LOCK_SQL)
+        schema, table = resolve_target(conn, name)
+        display = f"{schema}.{table}"
+        if conn.execute("SELECT to_regclass(%s) IS NOT NULL", (sql.Identifier(schema, table).as_string(conn),)).fetchone()[0]:
+            raise UsageError(f"relation {display} already exists",
+                             hint="choose another name, or drop the existing relation first")
+        if conn.execute("SELECT to_regnamespace(%s) IS NULL", (sql.Identifier(schema).as_string(conn),)).fetchone()[0]:
+            raise UsageError(f"schema {schema} does not exist", hint=f"create it first: CREATE SCHEMA {schema}")
+        definition = analyze(conn, sql_text, key=key, name=display)
+        _check_key_type(definition)
+        rank = _rank(conn, definition, (schema, table))
+        search_path = conn.execute("SELECT current_setting('search_path')").fetchone()[0]
+        entity = conn.execute(
+            "INSERT INTO tviews.entity (schema_name, table_name, entity_name, definition, search_path, key_column,"
+            " root_schema, root_table, root_key, mode, rank, helper_views)"
+            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING id",
+            (schema, table, entity_name(table), definition.sql, search_path, definition.key,
+             definition.root.relation.schema, definition.root.relation.name, definition.root_key, mode, rank,
+             definition.helper_views),
+        ).fetchone()[0]
+        compiled = build(conn, definition, Names(entity, schema, table), mode)
+        for plan in compiled.sources:
+            conn.execute(
+                "INSERT INTO tviews.entity_source (entity_id, position, schema_name, table_name, kind,"
+                " columns_read, lineage) VALUES (%s, %s, %s, %s, %s, %s, %s)",
+                (entity, plan.position, plan.relation.schema, plan.relation.name,
+                 "tview" if plan.relation.tview_id is not None else "table", plan.columns_read,
+                 psycopg.types.json.Jsonb(plan.lineage_sql)),
+            )
+        return _load(conn, entity)
+
+
+def build(conn: psycopg.Connection, definition: Definition, names: Names, mode: str) -> Compiled:
+    """Create the generated objects of a TVIEW and populate its table."""
+    conn.execute(view_statement(definition, names))
+    columns = conn.execute(
+        "SELECT attname, pg_catalog.format_type(atttypid, atttypmod) FROM pg_catalog.pg_attribute"
+        " WHERE attrelid = %s::regclass AND attnum > 0 AND NOT attisdropped ORDER BY attnum",
+        (names.view,),
+    ).fetchall()
+    compiled = compile_tview(definition, names, columns, mode)
+    for statement in compiled.statements_after_view():
+        conn.execute(statement)
+    try:
+        with conn.transaction():
+            conn.execute(compiled.populate)
+    except psycopg.errors.UniqueViolation as exc:
+        raise definition_error_at(
+            definition,
+            f"the key {definition.key!r} is not unique in the result of the definition ({exc.diag.message_detail})",
+            hint="each root row must give exactly one TVIEW row: aggregate children in correlated subqueries",
+        ) from None
+    except psycopg.errors.NotNullViolation:
+        raise definition_error_at(definition, f"the key {definition.key!r} is NULL for some rows") from None
+    for statement in compiled.trigger_statements():
+        conn.execute(statement)
+    return compiled
+
+
+# -- maintenance and removal ----------------------------------------------------------------------------------
+
+
+def refresh(conn: psycopg.Connection, name: str, keys: list[int] | None = None) -> int:
+    """Recompute a TVIEW (the given keys, or all rows); returns the number of rows changed."""
+    tview = get(conn, name)
+    with conn.transaction():
+        return conn.execute(
+            "SELECT tviews.pg_tviews_refresh(%s, %s)", (sql.Identifier(tview.schema, tview.table).as_string(conn), keys)
+        ).fetchone()[0]
+
+
+def drop(conn: psycopg.Connection, name: str, *, if_exists: bool = False) -> bool:
+    """Drop a TVIEW with everything generated for it; returns False when absent and if_exists."""
+    catalog.require(conn)
+    with conn.transaction():
+        entity = _find(conn, name)
+        if entity is None:
+            if if_exists:
+                return False
+            raise NotFound(f"TVIEW {name} does not exist", hint="list TVIEWs with `pg-tviews list`")
+        tview = _load(conn, entity)
+        try:
+            return conn.execute(
+                "SELECT tviews.pg_tviews_drop(%s)", (sql.Identifier(tview.schema, tview.table).as_string(conn),)
+            ).fetchone()[0]
+        except psycopg.errors.DependentObjectsStillExist as exc:
+            raise UsageError(exc.diag.message_primary, hint=exc.diag.message_hint) from None
