@@ -209,7 +209,7 @@ def create(
              definition.root.relation.schema, definition.root.relation.name, definition.root_key, mode, rank,
              definition.helper_views),
         ).fetchone()[0]
-        compiled = build(conn, definition, Names(entity, schema, table), mode)
+        compiled = build(conn, definition, Names(entity, schema, table), mode, rank)
         for plan in compiled.sources:
             conn.execute(
                 "INSERT INTO tviews.entity_source (entity_id, position, schema_name, table_name, kind,"
@@ -221,7 +221,7 @@ def create(
         return _load(conn, entity)
 
 
-def build(conn: psycopg.Connection, definition: Definition, names: Names, mode: str) -> Compiled:
+def build(conn: psycopg.Connection, definition: Definition, names: Names, mode: str, rank: int) -> Compiled:
     """Create the generated objects of a TVIEW and populate its table."""
     conn.execute(view_statement(definition, names))
     columns = conn.execute(
@@ -229,7 +229,7 @@ def build(conn: psycopg.Connection, definition: Definition, names: Names, mode: 
         " WHERE attrelid = %s::regclass AND attnum > 0 AND NOT attisdropped ORDER BY attnum",
         (names.view,),
     ).fetchall()
-    compiled = compile_tview(definition, names, columns, mode)
+    compiled = compile_tview(definition, names, columns, mode, rank)
     for statement in compiled.statements_after_view():
         conn.execute(statement)
     try:

@@ -9,7 +9,7 @@ from .lineage import lineage_function, lineage_select
 from .names import EVENTS, Names
 from .refresh import apply_function, full_function
 from .sqltext import column_list, ident, literal
-from .triggers import create_trigger, trigger_function
+from .triggers import create_triggers, trigger_function
 
 
 @dataclass
@@ -49,7 +49,8 @@ def view_statement(definition: Definition, names: Names) -> str:
     return f"CREATE VIEW {names.view} AS\n{definition.sql}"
 
 
-def compile_tview(definition: Definition, names: Names, columns: list[tuple[str, str]], mode: str) -> Compiled:
+def compile_tview(definition: Definition, names: Names, columns: list[tuple[str, str]], mode: str,
+                  rank: int) -> Compiled:
     """Generate everything but the backing view; `columns` are (name, type) of the backing view."""
     names_only = [c for c, _t in columns]
     coldefs = ",\n    ".join(
@@ -67,8 +68,8 @@ def compile_tview(definition: Definition, names: Names, columns: list[tuple[str,
     for position, relation in enumerate(definition.relations(), start=1):
         plan = SourcePlan(position, relation, definition.columns_read(relation))
         for event in EVENTS:
-            plan.functions.append(trigger_function(definition, names, relation, position, event, mode))
-            plan.triggers.append(create_trigger(names, relation, position, event))
+            plan.functions.append(trigger_function(definition, names, relation, position, event, mode, rank))
+            plan.triggers.extend(create_triggers(definition, names, relation, position, event))
         plan.lineage_sql = [lineage_select(definition, lin, "changed_rows s") for lin in definition.lineages_of(relation)]
         sources.append(plan)
     populate = (f"INSERT INTO {names.target} ({column_list(names_only)})"

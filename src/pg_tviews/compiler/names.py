@@ -61,3 +61,7 @@ class Names:
 
     def trigger(self, event: str) -> str:
         return ident(f"pg_tviews_{self.id}_{event}")
+
+    def gate(self) -> str:
+        """BEFORE ROW trigger name; '~' sorts after letters, so it fires after the application's."""
+        return ident(f"~pg_tviews_{self.id}_gate")

@@ -1,9 +1,15 @@
 """Statement-level triggers on the sources of a TVIEW, with transition tables.
 
 PostgreSQL forbids transition tables on triggers with several events or a column list, so each
-(TVIEW, source table) gets one trigger per event: INSERT, UPDATE, DELETE and TRUNCATE. An UPDATE
-first keeps only rows whose columns read by the TVIEW changed (old and new images paired by the
-source's primary key): an UPDATE of other columns costs one cheap query and nothing else.
+(TVIEW, source table) gets one trigger per event: INSERT, UPDATE, DELETE and TRUNCATE.
+
+An UPDATE of columns the TVIEW does not read must cost (almost) nothing. A BEFORE ROW "gate"
+trigger whose WHEN clause compares the read columns of OLD and NEW (evaluated by the executor, no
+function call while they are equal) opens a transaction-local flag on the first row that
+changed them; the statement trigger's own WHEN clause runs it only when the flag is open. The
+gate is named to sort after ordinary trigger names ("~pg_tviews_..."), so BEFORE triggers of the
+application that modify the row run before it compares. The statement trigger then keeps only
+rows whose read columns changed (old and new images paired by the source's primary key).
 
 What the trigger does with the affected keys depends on the TVIEW's mode:
 * immediate: refresh them now (read-your-writes) and record them for the commit step;
@@ -40,10 +46,15 @@ def changed_rows(definition: Definition, relation: Relation, event: str) -> str:
     return f"{new_side}\n        UNION ALL\n        {old_side}"
 
 
+def gate_setting(names: Names, position: int) -> str:
+    return f"pg_tviews.g{names.id}_{position}"
+
+
 def trigger_function(definition: Definition, names: Names, relation: Relation, position: int, event: str,
-                     mode: str) -> str:
+                     mode: str, rank: int) -> str:
     fn = names.trigger_function(position, event)
     entity = names.id
+    note = f"tviews.note_change({entity}, {rank}, {literal(mode[0])}, "
     header = f"""CREATE FUNCTION {fn}() RETURNS trigger
     LANGUAGE plpgsql SECURITY DEFINER
     SET search_path = pg_catalog, pg_temp
@@ -64,11 +75,11 @@ BEGIN
     IF cardinality(r.contended) > 0 THEN
         d := tviews.contend({entity}, r.contended);
     END IF;
-    PERFORM tviews.record_change({entity}, NULL, NULL, d, r.changed,
+    PERFORM {note}NULL, NULL, d, r.changed,
                                  extract(epoch FROM clock_timestamp() - started) * 1000, snap, true);
 """
         elif mode == "deferred":
-            body = f"    PERFORM tviews.record_change({entity}, NULL, NULL, NULL, 0, 0, NULL, true);\n"
+            body = f"    PERFORM {note}NULL, NULL, NULL, 0, 0, NULL, true);\n"
         else:
             body = f"    PERFORM tviews.enqueue({entity}, NULL, NULL, true);\n"
         return header + body + "    RETURN NULL;\nEND\n$fn$"
@@ -88,7 +99,9 @@ BEGIN
         hops_expr = f"nullif(jsonb_strip_nulls(jsonb_build_object({pairs})), '{{}}')"
     else:
         hops_expr = "NULL::jsonb"
-    compute = f"""    WITH chg AS MATERIALIZED (
+    reset_gate = (f"    PERFORM set_config({literal(gate_setting(names, position))}, '', true);\n"
+                  if event == "upd" else "")
+    compute = reset_gate + f"""    WITH chg AS MATERIALIZED (
         {changed_rows(definition, relation, event)}
     )
     SELECT {keys_expr},
@@ -106,17 +119,17 @@ BEGIN
             d := tviews.contend({entity}, r.contended);
         END IF;
     END IF;
-    PERFORM tviews.record_change({entity}, k, h, d, coalesce(r.changed, 0),
+    PERFORM {note}k, h, d, coalesce(r.changed, 0),
                                  extract(epoch FROM clock_timestamp() - started) * 1000, snap);
 """
     elif mode == "deferred":
-        act = f"    PERFORM tviews.record_change({entity}, k, h, NULL, 0, 0, NULL);\n"
+        act = f"    PERFORM {note}k, h, NULL, 0, 0, NULL);\n"
     else:
         act = f"    PERFORM tviews.enqueue({entity}, k, h, false);\n"
     return header + compute + act + "    RETURN NULL;\nEND\n$fn$"
 
 
-def create_trigger(names: Names, relation: Relation, position: int, event: str) -> str:
+def create_triggers(definition: Definition, names: Names, relation: Relation, position: int, event: str) -> list[str]:
     table = ident(*relation.qualified)
     fn = names.trigger_function(position, event)
     what = _EVENT_SQL[event]
@@ -126,5 +139,17 @@ def create_trigger(names: Names, relation: Relation, position: int, event: str) 
         "del": " REFERENCING OLD TABLE AS old_rows",
         "trunc": "",
     }[event]
-    return (f"CREATE TRIGGER {names.trigger(event)} AFTER {what} ON {table}{referencing}"
-            f" FOR EACH STATEMENT EXECUTE FUNCTION {fn}()")
+    if event != "upd":
+        return [f"CREATE TRIGGER {names.trigger(event)} AFTER {what} ON {table}{referencing}"
+                f" FOR EACH STATEMENT EXECUTE FUNCTION {fn}()"]
+    flag = gate_setting(names, position)
+    is_open = f"pg_catalog.current_setting({literal(flag)}, true)"
+    read = definition.columns_read(relation)
+    differs = f"{row(read, 'OLD')} IS DISTINCT FROM {row(read, 'NEW')} AND " if read else ""
+    return [
+        f"CREATE TRIGGER {names.gate()} BEFORE UPDATE ON {table} FOR EACH ROW"
+        f" WHEN ({differs}{is_open} IS DISTINCT FROM 'on')"
+        f" EXECUTE FUNCTION tviews.open_gate({literal(flag)})",
+        f"CREATE TRIGGER {names.trigger(event)} AFTER UPDATE ON {table}{referencing}"
+        f" FOR EACH STATEMENT WHEN ({is_open} = 'on') EXECUTE FUNCTION {fn}()",
+    ]

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 import psycopg
 from pglast import ast, parse_sql
-from pglast.enums import A_Expr_Kind, BoolExprType, SetOperation, SubLinkType
+from pglast.enums import A_Expr_Kind, BoolExprType, NullTestType, SetOperation, SubLinkType
 from pglast.parser import ParseError, scan
 
 from .model import Definition, Edge, Hop, Lineage, Occurrence, OutputColumn, Relation
@@ -413,12 +413,41 @@ class Analyzer:
                 not node.operName or node.operName[-1].sval == "="
             ):
                 tests = node.testexpr.args if isinstance(node.testexpr, ast.RowExpr) else [node.testexpr]
+                if not child.correlated:
+                    # Correlated only through `x IN (SELECT y ...)`: a NULL y turns the result of
+                    # every non-matching row from false into NULL, so y must never be NULL.
+                    for _name, origin in outputs[: len(tests)]:
+                        if origin is not None and not self._never_null(origin, node.subselect):
+                            occ, col = origin
+                            raise self.error(
+                                self._loc(node.location),
+                                f"IN (subquery) over the nullable column {occ.relation.display()}.{col}: "
+                                "a NULL there changes the result for every row",
+                                hint=f"use EXISTS (SELECT 1 FROM ... WHERE {col} = ...), or filter "
+                                     f"WHERE {col} IS NOT NULL inside the subquery",
+                                construct="IN over nullable column",
+                            )
                 for test, (_name, origin) in zip(tests, outputs):
                     self._add_edge(self._origin(test, scope), origin)
                 # an IN subquery correlates by its test expression even without outer references
                 child.correlated = child.correlated or any(
                     self._origin(t, scope) is not None for t in tests
                 )
+
+    def _never_null(self, origin: tuple[Occurrence, str], select: ast.SelectStmt) -> bool:
+        """The column is NOT NULL in its table, or the subquery filters `col IS NOT NULL`."""
+        occ, col = origin
+        if occ.relation.columns[col].not_null:
+            return True
+        conjuncts = [select.whereClause] if select.whereClause is not None else []
+        while conjuncts:
+            node = conjuncts.pop()
+            if isinstance(node, ast.BoolExpr) and node.boolop == BoolExprType.AND_EXPR:
+                conjuncts.extend(node.args)
+            elif (isinstance(node, ast.NullTest) and node.nulltesttype == NullTestType.IS_NOT_NULL
+                  and isinstance(node.arg, ast.ColumnRef) and node.arg.fields[-1].sval == col):
+                return True
+        return False
 
     # -- name resolution ---------------------------------------------------------------------------------
 

@@ -65,7 +65,7 @@ CREATE INDEX entity_source_relation_idx ON tviews.entity_source (schema_name, ta
 COMMENT ON TABLE tviews.entity_source IS 'Sources of each TVIEW (tables and other TVIEWs) with their lineage';
 
 ---------------------------------------------------------------------------------------------------
--- Runtime: what a transaction changed, finished at commit
+-- Runtime: statement triggers record, a commit step finishes
 ---------------------------------------------------------------------------------------------------
 --
 -- Why a commit step at all: under READ COMMITTED two transactions that each refresh from their
@@ -74,24 +74,33 @@ COMMENT ON TABLE tviews.entity_source IS 'Sources of each TVIEW (tables and othe
 -- both commit). Statement triggers therefore record what changed, and a deferred trigger
 -- re-examines it at commit under a per-TVIEW advisory lock, taken in one global order (rank, id),
 -- with a fresh snapshot. Writers stay concurrent until commit; only that short step is
--- serialized per TVIEW, and a cheap check skips it when no other transaction changed the
--- TVIEW's sources in between.
+-- serialized per TVIEW, and a cheap check skips the recomputation when no other transaction
+-- changed the TVIEW's sources since this one's first statement-time refresh: each commit step
+-- writes its transaction id into the TVIEW's sequence tviews.tv<id>_commits (non-transactional,
+-- so even a REPEATABLE READ snapshot can see that someone committed after it).
+--
+-- The state of the current transaction lives in transaction-local settings: they cost no I/O,
+-- roll back with ROLLBACK TO SAVEPOINT, vanish at the end of the transaction and never leak
+-- between the clients of a transaction-pooling connection pooler.
+--   pg_tviews.xact      id of the transaction that armed the commit step (its tx_marker row)
+--   pg_tviews.snapshot  snapshot of its first statement-time refresh
+--   pg_tviews.todo      ',rank:id:mode,...' TVIEWs to finish at commit (mode i, d)
+--   pg_tviews.k<id>     keys to recompute, comma separated; pg_tviews.d<id> keys left dirty
+--   pg_tviews.h<id>     lineage entry values to re-evaluate (jsonb documents, one per line)
+--   pg_tviews.f<id>     'on' when a TRUNCATE asks for a full refresh
+--   pg_tviews.n<id>, pg_tviews.t<id>  rows changed, milliseconds spent at statement time
+-- Key and entry sets larger than 60,000 characters spill to tviews.tx_change.
 
--- Changes recorded by the statement triggers of the current transaction. UNLOGGED: it only ever
--- holds rows of transactions in progress, which a crash aborts anyway.
 CREATE UNLOGGED TABLE tviews.tx_change (
-    xid          xid8 NOT NULL,
-    entity_id    integer NOT NULL,
-    keys         bigint[],
-    hops         jsonb,
-    dirty        bigint[],
-    full_refresh boolean NOT NULL DEFAULT false,
-    changed      bigint NOT NULL DEFAULT 0,
-    duration_ms  double precision NOT NULL DEFAULT 0
+    xid       xid8 NOT NULL,
+    entity_id integer NOT NULL,
+    keys      bigint[],
+    hops      jsonb
 );
 CREATE INDEX tx_change_xid_idx ON tviews.tx_change (xid, entity_id);
 
--- One row per transaction that recorded changes: its deferred trigger runs the commit step.
+-- One row per transaction with changes: its deferred trigger runs the commit step. UNLOGGED: it
+-- only ever holds rows of transactions in progress, which a crash aborts anyway.
 CREATE UNLOGGED TABLE tviews.tx_marker (
     xid xid8 PRIMARY KEY
 );
@@ -108,13 +117,311 @@ CREATE TABLE tviews.repair (
 
 CREATE TYPE tviews.apply_result AS (changed bigint, contended bigint[]);
 
+-- Advisory lock namespace of pg_tviews: (class, TVIEW id).
+CREATE FUNCTION tviews.lock_class() RETURNS integer
+    LANGUAGE sql IMMUTABLE PARALLEL SAFE
+    AS $$ SELECT 1953916790 $$;
+
+-- Called by the generated statement triggers: remember what this transaction changed for a TVIEW
+-- and arm the commit step. `p_snap` is the snapshot the statement-time refresh started from.
+CREATE FUNCTION tviews.note_change(
+    p_entity  integer,
+    p_rank    integer,
+    p_mode    text,
+    p_keys    bigint[],
+    p_hops    jsonb,
+    p_dirty   bigint[],
+    p_changed bigint,
+    p_ms      double precision,
+    p_snap    pg_snapshot,
+    p_full    boolean DEFAULT false
+) RETURNS void
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    me    text := pg_current_xact_id()::text;
+    id    text := p_entity::text;
+    entry text := p_rank || ':' || p_entity || ':' || p_mode || ',';
+    todo  text;
+    acc   text;
+BEGIN
+    IF coalesce(current_setting('pg_tviews.xact', true), '') <> me THEN
+        INSERT INTO tviews.tx_marker (xid) VALUES (me::xid8);
+        PERFORM set_config('pg_tviews.xact', me, true);
+        PERFORM set_config('pg_tviews.snapshot', '', true);
+        PERFORM set_config('pg_tviews.todo', ',', true);
+    END IF;
+    IF p_snap IS NOT NULL AND current_setting('pg_tviews.snapshot') = '' THEN
+        PERFORM set_config('pg_tviews.snapshot', p_snap::text, true);
+    END IF;
+    todo := current_setting('pg_tviews.todo');
+    IF strpos(todo, ',' || entry) = 0 THEN
+        PERFORM set_config('pg_tviews.todo', todo || entry, true);
+        PERFORM set_config('pg_tviews.k' || id, '', true);
+        PERFORM set_config('pg_tviews.d' || id, '', true);
+        PERFORM set_config('pg_tviews.h' || id, '', true);
+        PERFORM set_config('pg_tviews.f' || id, '', true);
+        PERFORM set_config('pg_tviews.n' || id, '0', true);
+        PERFORM set_config('pg_tviews.t' || id, '0', true);
+    END IF;
+    IF cardinality(p_keys) > 0 THEN
+        acc := current_setting('pg_tviews.k' || id);
+        IF length(acc) > 60000 THEN
+            INSERT INTO tviews.tx_change (xid, entity_id, keys)
+            VALUES (me::xid8, p_entity, string_to_array(acc, ',')::bigint[]);
+            PERFORM set_config('pg_tviews.spill', 'on', true);
+            acc := '';
+        END IF;
+        PERFORM set_config('pg_tviews.k' || id,
+                           acc || CASE WHEN acc = '' THEN '' ELSE ',' END || array_to_string(p_keys, ','), true);
+    END IF;
+    IF p_hops IS NOT NULL THEN
+        acc := current_setting('pg_tviews.h' || id);
+        IF length(acc) > 60000 THEN
+            INSERT INTO tviews.tx_change (xid, entity_id, hops)
+            SELECT me::xid8, p_entity, h::jsonb FROM unnest(string_to_array(rtrim(acc, E'\n'), E'\n')) h;
+            PERFORM set_config('pg_tviews.spill', 'on', true);
+            acc := '';
+        END IF;
+        PERFORM set_config('pg_tviews.h' || id, acc || p_hops::text || E'\n', true);
+    END IF;
+    IF cardinality(p_dirty) > 0 THEN
+        acc := current_setting('pg_tviews.d' || id);
+        PERFORM set_config('pg_tviews.d' || id,
+                           acc || CASE WHEN acc = '' THEN '' ELSE ',' END || array_to_string(p_dirty, ','), true);
+    END IF;
+    IF p_full THEN
+        PERFORM set_config('pg_tviews.f' || id, 'on', true);
+    END IF;
+    IF p_changed <> 0 OR p_ms <> 0 THEN
+        PERFORM set_config('pg_tviews.n' || id, (current_setting('pg_tviews.n' || id)::bigint + p_changed)::text, true);
+        PERFORM set_config('pg_tviews.t' || id, (current_setting('pg_tviews.t' || id)::float8 + p_ms)::text, true);
+    END IF;
+END
+$$;
+
+-- Rows of a TVIEW held by other transactions: wait for them like an UPDATE would, but never when
+-- a holder (transitively) waits for this transaction: such keys are returned (yielded) instead.
+CREATE FUNCTION tviews.contend(p_entity integer, p_keys bigint[]) RETURNS bigint[]
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    t        tviews.entity;
+    pending  bigint[] := p_keys;
+    r        tviews.apply_result;
+    blocked  boolean;
+    attempt  integer := 0;
+BEGIN
+    SELECT * INTO t FROM tviews.entity WHERE id = p_entity;
+    WHILE cardinality(pending) > 0 LOOP
+        attempt := attempt + 1;
+        EXECUTE format(
+            'WITH RECURSIVE holders AS ('
+            '   SELECT l.pid FROM pg_catalog.pg_locks l'
+            '    WHERE l.locktype = ''transactionid'' AND l.granted AND l.pid IS NOT NULL'
+            '      AND l.transactionid IN (SELECT t.xmax FROM %I.%I t WHERE t.%I = ANY ($1))),'
+            ' chain(pid) AS (SELECT pid FROM holders'
+            '   UNION SELECT b FROM chain c, unnest(pg_catalog.pg_blocking_pids(c.pid)) b)'
+            ' SELECT EXISTS (SELECT 1 FROM chain WHERE pid = pg_catalog.pg_backend_pid())',
+            t.schema_name, t.table_name, t.key_column)
+        INTO blocked USING pending;
+        IF blocked THEN
+            RETURN pending;
+        END IF;
+        BEGIN
+            PERFORM set_config('lock_timeout', (10 * least(attempt, 10))::text || 'ms', true);
+            EXECUTE format('SELECT count(*) FROM (SELECT 1 FROM %I.%I t WHERE t.%I = ANY ($1)'
+                           ' ORDER BY t.%I FOR UPDATE) s',
+                           t.schema_name, t.table_name, t.key_column, t.key_column)
+            USING pending;
+            EXECUTE format('SELECT (tviews.%I($1)).*', 'tv' || p_entity || '_apply') INTO r USING pending;
+            pending := coalesce(r.contended, '{}');
+        EXCEPTION WHEN lock_not_available THEN
+            NULL;  -- a holder is still busy: look again whether waiting is safe
+        END;
+    END LOOP;
+    RETURN '{}';
+END
+$$;
+
+-- The commit step of one TVIEW (see the note above); returns the rows it changed.
+CREATE FUNCTION tviews.commit_entity(p_entity integer, p_mode text) RETURNS bigint
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    id           text := p_entity::text;
+    me           xid8 := pg_current_xact_id();
+    iso          text := current_setting('transaction_isolation');
+    seq          regclass := ('tviews.tv' || p_entity || '_commits')::regclass;
+    last_value   bigint := pg_sequence_last_value(seq);
+    last_xid     xid8;
+    snap         pg_snapshot;
+    interfered   boolean := false;
+    dirty        text := current_setting('pg_tviews.d' || id);
+    is_full      boolean := current_setting('pg_tviews.f' || id) = 'on';
+    spilled      boolean := current_setting('pg_tviews.spill', true) = 'on';
+    needs_work   boolean;
+    all_keys     bigint[];
+    hop_sets     jsonb;
+    lineage_keys bigint[];
+    repair_keys  bigint[];
+    r            tviews.apply_result;
+    left_over    bigint[];
+    t            tviews.entity;
+BEGIN
+    PERFORM pg_advisory_xact_lock(tviews.lock_class(), p_entity);
+
+    -- Did a transaction that changed this TVIEW's sources commit after our statement-time
+    -- refresh (READ COMMITTED) or after our snapshot (REPEATABLE READ, SERIALIZABLE)?
+    IF iso = 'read committed' THEN
+        snap := nullif(current_setting('pg_tviews.snapshot'), '')::pg_snapshot;
+    ELSE
+        snap := pg_current_snapshot();
+    END IF;
+    IF last_value IS NOT NULL THEN
+        last_xid := (last_value >> 1)::text::xid8;
+        interfered := last_xid <> me AND (
+            snap IS NULL
+            OR NOT pg_visible_in_snapshot(last_xid, snap)
+            OR pg_xact_status(last_xid) IS DISTINCT FROM 'committed');
+    END IF;
+
+    needs_work := dirty <> '' OR is_full OR p_mode <> 'i'
+                  OR EXISTS (SELECT 1 FROM tviews.repair WHERE entity_id = p_entity);
+    IF iso = 'read committed' THEN
+        needs_work := needs_work OR interfered;
+    ELSIF interfered AND (iso = 'repeatable read' OR last_value & 1 = 0) THEN
+        -- This snapshot cannot see a concurrent change to the TVIEW's sources; refreshing from it
+        -- could leave rows stale. Among serializable transactions SSI detects real conflicts itself.
+        SELECT * INTO t FROM tviews.entity WHERE entity.id = p_entity;
+        RAISE EXCEPTION USING
+            ERRCODE = 'serialization_failure',
+            MESSAGE = format('could not serialize access: sources of TVIEW %I.%I were changed by a concurrent transaction',
+                             t.schema_name, t.table_name),
+            HINT = 'retry the transaction';
+    END IF;
+
+    IF needs_work THEN
+        IF is_full THEN
+            EXECUTE format('SELECT (tviews.%I()).*', 'tv' || p_entity || '_full') INTO r;
+        ELSE
+            all_keys := string_to_array(nullif(current_setting('pg_tviews.k' || id), ''), ',')::bigint[]
+                        || string_to_array(nullif(dirty, ''), ',')::bigint[];
+            SELECT jsonb_agg(h::jsonb) INTO hop_sets
+              FROM unnest(string_to_array(rtrim(current_setting('pg_tviews.h' || id), E'\n'), E'\n')) h;
+            IF spilled THEN
+                SELECT all_keys || array_agg(k) INTO all_keys
+                  FROM tviews.tx_change c, unnest(c.keys) k WHERE c.xid = me AND c.entity_id = p_entity;
+                SELECT coalesce(hop_sets, '[]') || coalesce(jsonb_agg(c.hops), '[]') INTO hop_sets
+                  FROM tviews.tx_change c WHERE c.xid = me AND c.entity_id = p_entity AND c.hops IS NOT NULL;
+            END IF;
+            IF hop_sets IS NOT NULL AND hop_sets <> '[]' THEN
+                EXECUTE format('SELECT tviews.%I($1)', 'tv' || p_entity || '_lineage') INTO lineage_keys USING hop_sets;
+            END IF;
+            WITH gone AS (DELETE FROM tviews.repair WHERE entity_id = p_entity RETURNING key)
+            SELECT array_agg(key) INTO repair_keys FROM gone;
+            all_keys := ARRAY(SELECT DISTINCT k FROM unnest(coalesce(all_keys, '{}') || coalesce(lineage_keys, '{}')
+                                                            || coalesce(repair_keys, '{}')) k);
+            EXECUTE format('SELECT (tviews.%I($1)).*', 'tv' || p_entity || '_apply') INTO r USING all_keys;
+        END IF;
+        IF cardinality(r.contended) > 0 THEN
+            left_over := tviews.contend(p_entity, r.contended);
+            INSERT INTO tviews.repair (entity_id, key)
+            SELECT p_entity, k FROM unnest(left_over) k
+            ON CONFLICT DO NOTHING;
+        END IF;
+    END IF;
+
+    PERFORM setval(seq, (me::text::bigint << 1) | (CASE WHEN iso = 'serializable' THEN 1 ELSE 0 END), true);
+    RETURN coalesce(r.changed, 0);
+END
+$$;
+
+-- Deferred constraint trigger on tx_marker: the commit step of every TVIEW the transaction
+-- changed, in dependency order (rank, id): locks are taken in one global order, and cascades add
+-- work for later TVIEWs while it runs. Also runs at PREPARE TRANSACTION.
+CREATE FUNCTION tviews.tx_commit() RETURNS trigger
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    me       text := pg_current_xact_id()::text;
+    done     text := ',';
+    entry    text;
+    best     text;
+    best_key integer[];
+    parts    text[];
+    ids      integer[] := '{}';
+    rows     bigint[] := '{}';
+    ms       float8[] := '{}';
+    started  timestamptz;
+    changed  bigint;
+BEGIN
+    IF coalesce(current_setting('pg_tviews.xact', true), '') <> me THEN
+        RETURN NULL;  -- already finished (SET CONSTRAINTS ... IMMEDIATE ran the step earlier)
+    END IF;
+    LOOP
+        best := NULL;
+        FOREACH entry IN ARRAY string_to_array(trim(BOTH ',' FROM current_setting('pg_tviews.todo')), ',') LOOP
+            CONTINUE WHEN strpos(done, ',' || entry || ',') > 0;
+            parts := string_to_array(entry, ':');
+            IF best IS NULL OR ARRAY[parts[1]::int, parts[2]::int] < best_key THEN
+                best := entry;
+                best_key := ARRAY[parts[1]::int, parts[2]::int];
+            END IF;
+        END LOOP;
+        EXIT WHEN best IS NULL;
+        parts := string_to_array(best, ':');
+        started := clock_timestamp();
+        changed := tviews.commit_entity(parts[2]::int, parts[3]);
+        ids := ids || parts[2]::int;
+        rows := rows || (changed + current_setting('pg_tviews.n' || parts[2])::bigint);
+        ms := ms || (extract(epoch FROM clock_timestamp() - started) * 1000
+                     + current_setting('pg_tviews.t' || parts[2])::float8);
+        done := done || best || ',';
+    END LOOP;
+    INSERT INTO tviews.refresh_event (entity_id, origin, rows_changed, duration_ms)
+    SELECT i, 'transaction', n, t FROM unnest(ids, rows, ms) AS u(i, n, t);
+    DELETE FROM tviews.tx_marker WHERE xid = me::xid8;
+    IF current_setting('pg_tviews.spill', true) = 'on' THEN
+        DELETE FROM tviews.tx_change WHERE xid = me::xid8;
+        PERFORM set_config('pg_tviews.spill', '', true);
+    END IF;
+    PERFORM set_config('pg_tviews.xact', '', true);
+    PERFORM set_config('pg_tviews.todo', ',', true);
+    PERFORM set_config('pg_tviews.snapshot', '', true);
+    RETURN NULL;
+END
+$$;
+
+CREATE CONSTRAINT TRIGGER tx_commit
+    AFTER INSERT ON tviews.tx_marker
+    DEFERRABLE INITIALLY DEFERRED
+    FOR EACH ROW EXECUTE FUNCTION tviews.tx_commit();
+
+-- BEFORE ROW trigger of generated UPDATE gates: marks that the statement changed a column some
+-- TVIEW reads (the trigger's WHEN clause compares them), so the statement trigger runs.
+CREATE FUNCTION tviews.open_gate() RETURNS trigger
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    PERFORM set_config(TG_ARGV[0], 'on', true);
+    RETURN NEW;
+END
+$$;
+
 ---------------------------------------------------------------------------------------------------
 -- Statistics without contention: every refresh appends one event row (no row is ever updated by
 -- writers); tviews.pg_tviews_stats_rollup() folds events into one row per TVIEW, run by the worker
--- and by `pg-tviews stats`.
+-- and by `pg-tviews stats`. Events are UNLOGGED (no WAL on the write path): a crash loses the
+-- events not rolled up yet, never the rolled-up totals.
 ---------------------------------------------------------------------------------------------------
 
-CREATE TABLE tviews.refresh_event (
+CREATE UNLOGGED TABLE tviews.refresh_event (
     entity_id    integer NOT NULL,
     at           timestamptz NOT NULL DEFAULT clock_timestamp(),
     origin       text NOT NULL CHECK (origin IN ('transaction', 'refresh', 'worker')),
@@ -208,223 +515,6 @@ SELECT e.entity_name,
   LEFT JOIN pending p ON p.entity_id = e.id;
 COMMENT ON VIEW tviews.pg_tviews_stats IS 'Per-TVIEW refresh count, rows changed, time spent, last refresh and error';
 
--- Advisory lock namespace of pg_tviews: (class, TVIEW id).
-CREATE FUNCTION tviews.lock_class() RETURNS integer
-    LANGUAGE sql IMMUTABLE PARALLEL SAFE
-    AS $$ SELECT 1953916790 $$;  -- 'tvwv'
-
--- Called by generated statement triggers: remember what this transaction changed for a TVIEW
--- and make sure the commit step will run. `snap` is the snapshot the statement-time refresh
--- started from (NULL when nothing was refreshed at statement time).
-CREATE FUNCTION tviews.record_change(
-    p_entity       integer,
-    p_keys         bigint[],
-    p_hops         jsonb,
-    p_dirty        bigint[],
-    p_changed      bigint,
-    p_duration_ms  double precision,
-    p_snap         pg_snapshot,
-    p_full_refresh boolean DEFAULT false
-) RETURNS void
-    LANGUAGE plpgsql SECURITY DEFINER
-    SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    me xid8 := pg_current_xact_id();
-BEGIN
-    IF current_setting('pg_tviews.xact', true) IS DISTINCT FROM me::text THEN
-        INSERT INTO tviews.tx_marker (xid) VALUES (me) ON CONFLICT DO NOTHING;
-        PERFORM set_config('pg_tviews.xact', me::text, true);
-        PERFORM set_config('pg_tviews.snapshot', '', true);
-    END IF;
-    IF p_snap IS NOT NULL AND current_setting('pg_tviews.snapshot', true) = '' THEN
-        PERFORM set_config('pg_tviews.snapshot', p_snap::text, true);
-    END IF;
-    INSERT INTO tviews.tx_change (xid, entity_id, keys, hops, dirty, full_refresh, changed, duration_ms)
-    VALUES (me, p_entity, p_keys, p_hops, p_dirty, p_full_refresh, p_changed, p_duration_ms);
-END
-$$;
-
--- Rows of a TVIEW held by other transactions: wait for them like an UPDATE would, but never when
--- a holder (transitively) waits for this transaction: such keys are returned (yielded) instead.
-CREATE FUNCTION tviews.contend(p_entity integer, p_keys bigint[]) RETURNS bigint[]
-    LANGUAGE plpgsql SECURITY DEFINER
-    SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    t        tviews.entity;
-    pending  bigint[] := p_keys;
-    r        tviews.apply_result;
-    blocked  boolean;
-    attempt  integer := 0;
-BEGIN
-    SELECT * INTO t FROM tviews.entity WHERE id = p_entity;
-    WHILE cardinality(pending) > 0 LOOP
-        attempt := attempt + 1;
-        EXECUTE format(
-            'WITH RECURSIVE holders AS ('
-            '   SELECT l.pid FROM pg_catalog.pg_locks l'
-            '    WHERE l.locktype = ''transactionid'' AND l.granted AND l.pid IS NOT NULL'
-            '      AND l.transactionid IN (SELECT t.xmax FROM %I.%I t WHERE t.%I = ANY ($1))),'
-            ' chain(pid) AS (SELECT pid FROM holders'
-            '   UNION SELECT b FROM chain c, unnest(pg_catalog.pg_blocking_pids(c.pid)) b)'
-            ' SELECT EXISTS (SELECT 1 FROM chain WHERE pid = pg_catalog.pg_backend_pid())',
-            t.schema_name, t.table_name, t.key_column)
-        INTO blocked USING pending;
-        IF blocked THEN
-            RETURN pending;
-        END IF;
-        BEGIN
-            PERFORM set_config('lock_timeout', (10 * least(attempt, 10))::text || 'ms', true);
-            EXECUTE format('SELECT count(*) FROM (SELECT 1 FROM %I.%I t WHERE t.%I = ANY ($1)'
-                           ' ORDER BY t.%I FOR UPDATE) s',
-                           t.schema_name, t.table_name, t.key_column, t.key_column)
-            USING pending;
-            EXECUTE format('SELECT (tviews.%I($1)).*', 'tv' || p_entity || '_apply') INTO r USING pending;
-            pending := coalesce(r.contended, '{}');
-        EXCEPTION WHEN lock_not_available THEN
-            NULL;  -- a holder is still busy: look again whether waiting is safe
-        END;
-    END LOOP;
-    RETURN '{}';
-END
-$$;
-
--- The commit step of one TVIEW for the current transaction (see the note above).
-CREATE FUNCTION tviews.commit_entity(p_entity integer) RETURNS void
-    LANGUAGE plpgsql SECURITY DEFINER
-    SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    t            tviews.entity;
-    me           xid8 := pg_current_xact_id();
-    iso          text := current_setting('transaction_isolation');
-    seq          regclass;
-    last_value   bigint;
-    last_xid     xid8;
-    snap         pg_snapshot;
-    interfered   boolean := false;
-    needs_work   boolean;
-    all_keys     bigint[];
-    hop_sets     jsonb;
-    lineage_keys bigint[];
-    repair_keys  bigint[];
-    r            tviews.apply_result;
-    left_over    bigint[];
-    is_full      boolean;
-    started      timestamptz := clock_timestamp();
-    stmt_rows    bigint;
-    stmt_ms      double precision;
-BEGIN
-    SELECT * INTO t FROM tviews.entity WHERE id = p_entity;
-    IF NOT FOUND THEN
-        DELETE FROM tviews.tx_change WHERE xid = me AND entity_id = p_entity;
-        RETURN;
-    END IF;
-    PERFORM pg_advisory_xact_lock(tviews.lock_class(), p_entity);
-
-    -- Did a transaction that changed this TVIEW's sources commit after our statement-time
-    -- refresh (READ COMMITTED) or after our snapshot (REPEATABLE READ, SERIALIZABLE)?
-    seq := format('tviews.%I', 'tv' || p_entity || '_commits')::regclass;
-    last_value := pg_sequence_last_value(seq);
-    IF iso = 'read committed' THEN
-        snap := nullif(current_setting('pg_tviews.snapshot', true), '')::pg_snapshot;
-    ELSE
-        snap := pg_current_snapshot();
-    END IF;
-    IF last_value IS NOT NULL THEN
-        last_xid := (last_value >> 1)::text::xid8;
-        interfered := last_xid <> me AND (
-            snap IS NULL
-            OR NOT pg_visible_in_snapshot(last_xid, snap)
-            OR pg_xact_status(last_xid) IS DISTINCT FROM 'committed');
-    END IF;
-
-    SELECT bool_or(c.full_refresh), bool_or(cardinality(c.dirty) > 0), sum(c.changed), sum(c.duration_ms)
-      INTO is_full, needs_work, stmt_rows, stmt_ms
-      FROM tviews.tx_change c WHERE c.xid = me AND c.entity_id = p_entity;
-    needs_work := coalesce(needs_work, false) OR coalesce(is_full, false) OR t.mode <> 'immediate'
-                  OR EXISTS (SELECT 1 FROM tviews.repair WHERE entity_id = p_entity);
-
-    IF iso = 'read committed' THEN
-        needs_work := needs_work OR interfered;
-    ELSIF interfered AND (iso = 'repeatable read' OR last_value & 1 = 0) THEN
-        -- This snapshot cannot see a concurrent change to the TVIEW's sources; refreshing from it
-        -- could leave rows stale. Under SERIALIZABLE among serializable transactions SSI detects
-        -- real conflicts itself.
-        RAISE EXCEPTION USING
-            ERRCODE = 'serialization_failure',
-            MESSAGE = format('could not serialize access: sources of TVIEW %I.%I were changed by a concurrent transaction',
-                             t.schema_name, t.table_name),
-            HINT = 'retry the transaction';
-    END IF;
-
-    IF needs_work THEN
-        IF coalesce(is_full, false) THEN
-            EXECUTE format('SELECT (tviews.%I()).*', 'tv' || p_entity || '_full') INTO r;
-        ELSE
-            SELECT array_agg(DISTINCT k) INTO all_keys
-              FROM tviews.tx_change c, unnest(coalesce(c.keys, '{}') || coalesce(c.dirty, '{}')) k
-             WHERE c.xid = me AND c.entity_id = p_entity;
-            SELECT jsonb_agg(c.hops) INTO hop_sets
-              FROM tviews.tx_change c WHERE c.xid = me AND c.entity_id = p_entity AND c.hops IS NOT NULL;
-            IF hop_sets IS NOT NULL THEN
-                EXECUTE format('SELECT tviews.%I($1)', 'tv' || p_entity || '_lineage') INTO lineage_keys USING hop_sets;
-            END IF;
-            WITH gone AS (DELETE FROM tviews.repair WHERE entity_id = p_entity RETURNING key)
-            SELECT array_agg(key) INTO repair_keys FROM gone;
-            all_keys := ARRAY(SELECT DISTINCT k FROM unnest(coalesce(all_keys, '{}') || coalesce(lineage_keys, '{}')
-                                                            || coalesce(repair_keys, '{}')) k);
-            EXECUTE format('SELECT (tviews.%I($1)).*', 'tv' || p_entity || '_apply') INTO r USING all_keys;
-        END IF;
-        IF cardinality(r.contended) > 0 THEN
-            left_over := tviews.contend(p_entity, r.contended);
-            INSERT INTO tviews.repair (entity_id, key)
-            SELECT p_entity, k FROM unnest(left_over) k
-            ON CONFLICT DO NOTHING;
-        END IF;
-    END IF;
-
-    PERFORM setval(seq, (me::text::bigint << 1) | (CASE WHEN iso = 'serializable' THEN 1 ELSE 0 END), true);
-    DELETE FROM tviews.tx_change WHERE xid = me AND entity_id = p_entity;
-    INSERT INTO tviews.refresh_event (entity_id, origin, rows_changed, duration_ms)
-    VALUES (p_entity, 'transaction', coalesce(stmt_rows, 0) + coalesce(r.changed, 0),
-            coalesce(stmt_ms, 0) + extract(epoch FROM clock_timestamp() - started) * 1000);
-END
-$$;
-
--- Deferred constraint trigger on tx_marker: runs the commit step of every TVIEW the transaction
--- changed, in dependency order; cascades add work for later TVIEWs while it runs.
-CREATE FUNCTION tviews.tx_commit() RETURNS trigger
-    LANGUAGE plpgsql SECURITY DEFINER
-    SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    me   xid8 := pg_current_xact_id();
-    next_entity integer;
-BEGIN
-    LOOP
-        SELECT c.entity_id INTO next_entity
-          FROM tviews.tx_change c JOIN tviews.entity t ON t.id = c.entity_id
-         WHERE c.xid = me
-         ORDER BY t.rank, t.id
-         LIMIT 1;
-        EXIT WHEN NOT FOUND;
-        PERFORM tviews.commit_entity(next_entity);
-    END LOOP;
-    DELETE FROM tviews.tx_change WHERE xid = me;
-    DELETE FROM tviews.tx_marker WHERE xid = me;
-    PERFORM set_config('pg_tviews.xact', '', true);
-    PERFORM set_config('pg_tviews.snapshot', '', true);
-    RETURN NULL;
-END
-$$;
-
-CREATE CONSTRAINT TRIGGER tx_commit
-    AFTER INSERT ON tviews.tx_marker
-    DEFERRABLE INITIALLY DEFERRED
-    FOR EACH ROW EXECUTE FUNCTION tviews.tx_commit();
-
 ---------------------------------------------------------------------------------------------------
 -- SQL API
 ---------------------------------------------------------------------------------------------------
@@ -504,7 +594,14 @@ BEGIN
             HINT = 'drop those TVIEWs first';
     END IF;
     PERFORM pg_advisory_xact_lock(tviews.lock_class(), t.id);
-    -- generated objects: trigger functions (their triggers go with them), refresh functions, view
+    -- generated objects: gate triggers, trigger functions (their triggers go with them), refresh
+    -- functions, view
+    FOR obj IN
+        SELECT format('%I.%I', s.schema_name, s.table_name) AS rel FROM tviews.entity_source s
+         WHERE s.entity_id = t.id AND to_regclass(format('%I.%I', s.schema_name, s.table_name)) IS NOT NULL
+    LOOP
+        EXECUTE format('DROP TRIGGER IF EXISTS %I ON %s', '~pg_tviews_' || t.id || '_gate', obj.rel);
+    END LOOP;
     FOR obj IN
         SELECT p.oid::regprocedure AS fn FROM pg_catalog.pg_proc p
          WHERE p.pronamespace = 'tviews'::regnamespace AND p.proname LIKE 'tv' || t.id || '\_%'

@@ -1,0 +1,41 @@
+"""The oracle: a TVIEW is exact when its table equals its definition (EXCEPT ALL both ways).
+
+The definition is the SQL text recorded in the catalog, evaluated with the search_path it was
+created under: an independent check of the maintained table, not of pg_tviews' own objects.
+"""
+
+from __future__ import annotations
+
+import psycopg
+from psycopg import sql
+
+
+def drift(conn: psycopg.Connection, name: str) -> tuple[int, int]:
+    """(rows in the table but not in the definition, rows in the definition but not in the table)."""
+    schema, table, definition, search_path = conn.execute(
+        "SELECT schema_name, table_name, definition, search_path FROM tviews.entity"
+        " WHERE format('%%I.%%I', schema_name, table_name) = %s OR table_name = %s",
+        (name, name),
+    ).fetchone()
+    target = sql.Identifier(schema, table)
+    with conn.transaction():
+        previous = conn.execute("SELECT current_setting('search_path')").fetchone()[0]
+        conn.execute("SELECT set_config('search_path', %s, true)", (search_path,))
+        extra = conn.execute(
+            sql.SQL("SELECT count(*) FROM (SELECT * FROM {} EXCEPT ALL ({})) d").format(target, sql.SQL(definition))
+        ).fetchone()[0]
+        missing = conn.execute(
+            sql.SQL("SELECT count(*) FROM (({}) EXCEPT ALL SELECT * FROM {}) d").format(sql.SQL(definition), target)
+        ).fetchone()[0]
+        conn.execute("SELECT set_config('search_path', %s, true)", (previous,))
+    return extra, missing
+
+
+def assert_exact(conn: psycopg.Connection, *names: str, context: str = "") -> None:
+    if not names:
+        names = tuple(r[0] for r in conn.execute("SELECT format('%I.%I', schema_name, table_name) FROM tviews.entity"))
+    for name in names:
+        extra, missing = drift(conn, name)
+        assert (extra, missing) == (0, 0), (
+            f"{name} drifted{' ' + context if context else ''}: {extra} extra rows, {missing} missing rows"
+        )
