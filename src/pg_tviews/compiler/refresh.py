@@ -1,11 +1,16 @@
 """The refresh statement of a TVIEW: recompute some (or all) keys and write only what differs.
 
-One statement per call: compute the fresh rows from the backing view, compare them with the
-table, lock the rows that must change (``SKIP LOCKED``: maintenance never waits here, so it can
-never deadlock here), delete rows that vanished, update rows that differ, insert new ones. Rows
-held by another transaction are returned as *contended*; the caller decides whether to wait for
-them (tviews.contend) or leave them to the commit step. Byte-identical rows are not rewritten: no
-WAL, no dead tuples, no useless cascade.
+One statement per call, shaped like the best hand-written refresh: compute the fresh rows from
+the backing view and upsert them in key order with ``ON CONFLICT ... DO UPDATE ... WHERE (row) IS
+DISTINCT FROM (new row)``, so byte-identical rows are not rewritten (no WAL, no dead tuples, no
+useless cascade), and delete rows that vanished.
+
+Maintenance must never deadlock, so it must not wait blindly for a row another transaction holds.
+A row version whose xmax is 0 is held by nobody; only rows with an xmax set (and rows to delete)
+are locked first with ``FOR UPDATE SKIP LOCKED``. Rows held by another transaction and needing a
+change are returned as *contended*; the caller waits for them safely (tviews.contend) or leaves
+them to the commit step. The upsert takes its row locks in key order, so two refreshes that race
+past the xmax check lock in the same order and cannot deadlock either.
 """
 
 from __future__ import annotations
@@ -30,45 +35,38 @@ def refresh_statement(definition: Definition, names: Names, columns: list[str], 
     key = ident(definition.key)
     others = [c for c in columns if c != definition.key]
     fresh_where = f" WHERE d.{key} = ANY ({keys})" if keys else ""
-    cur_where = f" WHERE t.{key} = ANY ({keys})" if keys else ""
-    differs = f" OR {row(others, 'c')} IS DISTINCT FROM {row(others, 'f')}" if others else ""
-    update = ""
-    on_conflict = "DO NOTHING"
+    tv_where = f"t.{key} = ANY ({keys})" if keys else "true"
+    differs = f"f.{key} IS NULL OR {row(others, 't')} IS DISTINCT FROM {row(others, 'f')}" if others else f"f.{key} IS NULL"
     if others:
-        update = f"""
-    ), upd AS (
-        UPDATE {names.target} t SET ({column_list(others)}) = {row(others, 'f')}
-          FROM fresh f JOIN locked l ON l.k = f.{key}
-         WHERE t.{key} = f.{key}
-        RETURNING 1"""
-        on_conflict = f"({key}) DO UPDATE SET ({column_list(others)}) = {row(others, 'excluded')}"
-    updated = "(SELECT count(*) FROM upd)" if others else "0"
+        on_conflict = (f"({key}) DO UPDATE SET ({column_list(others)}) = {row(others, 'excluded')}"
+                       f" WHERE {row(others, 't')} IS DISTINCT FROM {row(others, 'excluded')}")
+    else:
+        on_conflict = "DO NOTHING"
     return f"""    WITH fresh AS MATERIALIZED (
         SELECT {column_list(columns, 'd')} FROM {names.view} d{fresh_where}
-    ), cur AS MATERIALIZED (
-        SELECT {column_list(columns, 't')} FROM {names.target} t{cur_where}
-    ), todo AS MATERIALIZED (
-        SELECT f.{key} AS k, c.{key} IS NOT NULL AS present
-          FROM fresh f LEFT JOIN cur c ON c.{key} = f.{key}
-         WHERE c.{key} IS NULL{differs}
-        UNION ALL
-        SELECT c.{key}, true FROM cur c WHERE NOT EXISTS (SELECT FROM fresh f WHERE f.{key} = c.{key})
+    ), held AS MATERIALIZED (
+        -- rows maybe held by another transaction (xmax set) or to delete, that need a change
+        SELECT t.{key} AS k, f.{key} IS NULL AS gone
+          FROM {names.target} t LEFT JOIN fresh f ON f.{key} = t.{key}
+         WHERE {tv_where} AND (t.xmax <> '0'::xid OR f.{key} IS NULL) AND ({differs})
     ), locked AS MATERIALIZED (
         SELECT t.{key} AS k FROM {names.target} t
-         WHERE t.{key} IN (SELECT d.k FROM todo d WHERE d.present)
+         WHERE t.{key} IN (SELECT h.k FROM held h)
            FOR UPDATE SKIP LOCKED
     ), del AS (
-        DELETE FROM {names.target} t USING locked l
-         WHERE t.{key} = l.k AND NOT EXISTS (SELECT FROM fresh f WHERE f.{key} = l.k)
-        RETURNING 1{update}
-    ), ins AS (
-        INSERT INTO {names.target} ({column_list(columns)})
-        SELECT {column_list(columns, 'f')} FROM fresh f JOIN todo d ON d.k = f.{key} AND NOT d.present
+        DELETE FROM {names.target} t USING held h
+         WHERE t.{key} = h.k AND h.gone AND h.k IN (SELECT l.k FROM locked l)
+        RETURNING 1
+    ), ups AS (
+        INSERT INTO {names.target} AS t ({column_list(columns)})
+        SELECT {column_list(columns, 'f')} FROM fresh f
+         WHERE NOT EXISTS (SELECT FROM held h WHERE h.k = f.{key} AND h.k NOT IN (SELECT l.k FROM locked l))
+         ORDER BY f.{key}
         ON CONFLICT {on_conflict}
         RETURNING 1
     )
-    SELECT (SELECT count(*) FROM del) + {updated} + (SELECT count(*) FROM ins),
-           ARRAY(SELECT d.k FROM todo d WHERE d.present AND NOT EXISTS (SELECT FROM locked l WHERE l.k = d.k))
+    SELECT (SELECT count(*) FROM del) + (SELECT count(*) FROM ups),
+           ARRAY(SELECT h.k FROM held h WHERE h.k NOT IN (SELECT l.k FROM locked l))
       INTO r.changed, r.contended;
 """
 

@@ -50,11 +50,69 @@ def gate_setting(names: Names, position: int) -> str:
     return f"pg_tviews.g{names.id}_{position}"
 
 
+def record_block(names: Names, mode: str, rank: int, *, keys: bool, hops: bool, dirty: bool,
+                 full: bool, stats: bool) -> str:
+    """PL/pgSQL recording this statement's changes for the commit step (see the catalog's notes on
+    pg_tviews.* settings): arm the step once per transaction, then append to this TVIEW's lists."""
+    n = names.id
+    entry = f"{rank}:{n}:{mode[0]}"
+    lines = [
+        "    IF coalesce(current_setting('pg_tviews.xact', true), '') <> pg_current_xact_id()::text THEN",
+        "        PERFORM tviews.arm(snap);",
+        "    ELSIF snap IS NOT NULL AND current_setting('pg_tviews.snapshot') = '' THEN",
+        "        PERFORM set_config('pg_tviews.snapshot', snap::text, true);",
+        "    END IF;",
+        "    acc := current_setting('pg_tviews.todo');",
+        f"    IF strpos(acc, ',{entry},') = 0 THEN",
+        f"        PERFORM set_config('pg_tviews.todo', acc || '{entry},', true);",
+        "    END IF;",
+    ]
+    if keys:
+        lines += [
+            "    IF cardinality(k) > 0 THEN",
+            f"        acc := coalesce(current_setting('pg_tviews.k{n}', true), '');",
+            "        IF length(acc) > 60000 THEN",
+            f"            PERFORM tviews.spill({n}, 'k', acc);",
+            "            acc := '';",
+            "        END IF;",
+            f"        PERFORM set_config('pg_tviews.k{n}', acc || ',' || array_to_string(k, ','), true);",
+            "    END IF;",
+        ]
+    if hops:
+        lines += [
+            "    IF h IS NOT NULL THEN",
+            f"        acc := coalesce(current_setting('pg_tviews.h{n}', true), '');",
+            "        IF length(acc) > 60000 THEN",
+            f"            PERFORM tviews.spill({n}, 'h', acc);",
+            "            acc := '';",
+            "        END IF;",
+            f"        PERFORM set_config('pg_tviews.h{n}', acc || h::text || E'\\n', true);",
+            "    END IF;",
+        ]
+    if dirty:
+        lines += [
+            "    IF cardinality(d) > 0 THEN",
+            f"        PERFORM set_config('pg_tviews.k{n}', coalesce(current_setting('pg_tviews.k{n}', true), '')"
+            " || ',' || array_to_string(d, ','), true);",
+            f"        PERFORM set_config('pg_tviews.x{n}', coalesce(current_setting('pg_tviews.x{n}', true), '') || 'd', true);",
+            "    END IF;",
+        ]
+    if full:
+        lines.append(f"    PERFORM set_config('pg_tviews.x{n}', coalesce(current_setting('pg_tviews.x{n}', true), '') || 'f', true);")
+    if stats:
+        lines += [
+            f"    acc := coalesce(nullif(current_setting('pg_tviews.s{n}', true), ''), '0 0');",
+            f"    PERFORM set_config('pg_tviews.s{n}',",
+            "        (split_part(acc, ' ', 1)::bigint + coalesce(r.changed, 0)) || ' ' ||",
+            "        (split_part(acc, ' ', 2)::float8 + extract(epoch FROM clock_timestamp() - started) * 1000), true);",
+        ]
+    return "\n".join(lines) + "\n"
+
+
 def trigger_function(definition: Definition, names: Names, relation: Relation, position: int, event: str,
                      mode: str, rank: int) -> str:
     fn = names.trigger_function(position, event)
     entity = names.id
-    note = f"tviews.note_change({entity}, {rank}, {literal(mode[0])}, "
     header = f"""CREATE FUNCTION {fn}() RETURNS trigger
     LANGUAGE plpgsql SECURITY DEFINER
     SET search_path = pg_catalog, pg_temp
@@ -66,8 +124,10 @@ DECLARE
     snap pg_snapshot;
     r tviews.apply_result;
     d bigint[];
+    acc text;
 BEGIN
 """
+    footer = "    RETURN NULL;\nEND\n$fn$"
     if event == "trunc":
         if mode == "immediate":
             body = f"""    snap := pg_current_snapshot();
@@ -75,14 +135,12 @@ BEGIN
     IF cardinality(r.contended) > 0 THEN
         d := tviews.contend({entity}, r.contended);
     END IF;
-    PERFORM {note}NULL, NULL, d, r.changed,
-                                 extract(epoch FROM clock_timestamp() - started) * 1000, snap, true);
-"""
+""" + record_block(names, mode, rank, keys=False, hops=False, dirty=True, full=True, stats=True)
         elif mode == "deferred":
-            body = f"    PERFORM {note}NULL, NULL, NULL, 0, 0, NULL, true);\n"
+            body = record_block(names, mode, rank, keys=False, hops=False, dirty=False, full=True, stats=False)
         else:
             body = f"    PERFORM tviews.enqueue({entity}, NULL, NULL, true);\n"
-        return header + body + "    RETURN NULL;\nEND\n$fn$"
+        return header + body + footer
 
     lineages = definition.lineages_of(relation)
     # keys computable now: all lineages in immediate mode; without joins otherwise
@@ -119,14 +177,13 @@ BEGIN
             d := tviews.contend({entity}, r.contended);
         END IF;
     END IF;
-    PERFORM {note}k, h, d, coalesce(r.changed, 0),
-                                 extract(epoch FROM clock_timestamp() - started) * 1000, snap);
-"""
+""" + record_block(names, mode, rank, keys=True, hops=bool(later), dirty=True, full=False, stats=True)
     elif mode == "deferred":
-        act = f"    PERFORM {note}k, h, NULL, 0, 0, NULL);\n"
+        act = "    snap := NULL;\n" + record_block(names, mode, rank, keys=True, hops=bool(later), dirty=False,
+                                                    full=False, stats=False)
     else:
         act = f"    PERFORM tviews.enqueue({entity}, k, h, false);\n"
-    return header + compute + act + "    RETURN NULL;\nEND\n$fn$"
+    return header + compute + act + footer
 
 
 def create_triggers(definition: Definition, names: Names, relation: Relation, position: int, event: str) -> list[str]:

@@ -81,15 +81,16 @@ COMMENT ON TABLE tviews.entity_source IS 'Sources of each TVIEW (tables and othe
 --
 -- The state of the current transaction lives in transaction-local settings: they cost no I/O,
 -- roll back with ROLLBACK TO SAVEPOINT, vanish at the end of the transaction and never leak
--- between the clients of a transaction-pooling connection pooler.
+-- between the clients of a transaction-pooling connection pooler. Generated triggers write them
+-- (see compiler/triggers.py):
 --   pg_tviews.xact      id of the transaction that armed the commit step (its tx_marker row)
 --   pg_tviews.snapshot  snapshot of its first statement-time refresh
 --   pg_tviews.todo      ',rank:id:mode,...' TVIEWs to finish at commit (mode i, d)
---   pg_tviews.k<id>     keys to recompute, comma separated; pg_tviews.d<id> keys left dirty
+--   pg_tviews.k<id>     keys to recompute (comma separated)
 --   pg_tviews.h<id>     lineage entry values to re-evaluate (jsonb documents, one per line)
---   pg_tviews.f<id>     'on' when a TRUNCATE asks for a full refresh
---   pg_tviews.n<id>, pg_tviews.t<id>  rows changed, milliseconds spent at statement time
--- Key and entry sets larger than 60,000 characters spill to tviews.tx_change.
+--   pg_tviews.x<id>     flags: d (rows left to the commit step), f (full refresh asked by TRUNCATE)
+--   pg_tviews.s<id>     'rows ms' changed and spent at statement time (statistics)
+-- Key and entry lists longer than 60,000 characters spill to tviews.tx_change.
 
 CREATE UNLOGGED TABLE tviews.tx_change (
     xid       xid8 NOT NULL,
@@ -122,82 +123,35 @@ CREATE FUNCTION tviews.lock_class() RETURNS integer
     LANGUAGE sql IMMUTABLE PARALLEL SAFE
     AS $$ SELECT 1953916790 $$;
 
--- Called by the generated statement triggers: remember what this transaction changed for a TVIEW
--- and arm the commit step. `p_snap` is the snapshot the statement-time refresh started from.
-CREATE FUNCTION tviews.note_change(
-    p_entity  integer,
-    p_rank    integer,
-    p_mode    text,
-    p_keys    bigint[],
-    p_hops    jsonb,
-    p_dirty   bigint[],
-    p_changed bigint,
-    p_ms      double precision,
-    p_snap    pg_snapshot,
-    p_full    boolean DEFAULT false
-) RETURNS void
+-- First change of a transaction: arm the commit step. `p_snap` is the snapshot the statement-time
+-- refresh started from (NULL in deferred mode).
+CREATE FUNCTION tviews.arm(p_snap pg_snapshot) RETURNS void
     LANGUAGE plpgsql SECURITY DEFINER
     SET search_path = pg_catalog, pg_temp
 AS $$
-DECLARE
-    me    text := pg_current_xact_id()::text;
-    id    text := p_entity::text;
-    entry text := p_rank || ':' || p_entity || ':' || p_mode || ',';
-    todo  text;
-    acc   text;
 BEGIN
-    IF coalesce(current_setting('pg_tviews.xact', true), '') <> me THEN
-        INSERT INTO tviews.tx_marker (xid) VALUES (me::xid8);
-        PERFORM set_config('pg_tviews.xact', me, true);
-        PERFORM set_config('pg_tviews.snapshot', '', true);
-        PERFORM set_config('pg_tviews.todo', ',', true);
+    INSERT INTO tviews.tx_marker (xid) VALUES (pg_current_xact_id());
+    PERFORM set_config('pg_tviews.xact', pg_current_xact_id()::text, true);
+    PERFORM set_config('pg_tviews.snapshot', coalesce(p_snap::text, ''), true);
+    PERFORM set_config('pg_tviews.todo', ',', true);
+END
+$$;
+
+-- A list grew too long for a setting: move it into tviews.tx_change. `p_what` is k or h.
+CREATE FUNCTION tviews.spill(p_entity integer, p_what text, p_list text) RETURNS void
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF p_what = 'k' THEN
+        INSERT INTO tviews.tx_change (xid, entity_id, keys)
+        VALUES (pg_current_xact_id(), p_entity, string_to_array(trim(BOTH ',' FROM p_list), ',')::bigint[]);
+    ELSE
+        INSERT INTO tviews.tx_change (xid, entity_id, hops)
+        SELECT pg_current_xact_id(), p_entity, h::jsonb
+          FROM unnest(string_to_array(trim(BOTH E'\n' FROM p_list), E'\n')) h;
     END IF;
-    IF p_snap IS NOT NULL AND current_setting('pg_tviews.snapshot') = '' THEN
-        PERFORM set_config('pg_tviews.snapshot', p_snap::text, true);
-    END IF;
-    todo := current_setting('pg_tviews.todo');
-    IF strpos(todo, ',' || entry) = 0 THEN
-        PERFORM set_config('pg_tviews.todo', todo || entry, true);
-        PERFORM set_config('pg_tviews.k' || id, '', true);
-        PERFORM set_config('pg_tviews.d' || id, '', true);
-        PERFORM set_config('pg_tviews.h' || id, '', true);
-        PERFORM set_config('pg_tviews.f' || id, '', true);
-        PERFORM set_config('pg_tviews.n' || id, '0', true);
-        PERFORM set_config('pg_tviews.t' || id, '0', true);
-    END IF;
-    IF cardinality(p_keys) > 0 THEN
-        acc := current_setting('pg_tviews.k' || id);
-        IF length(acc) > 60000 THEN
-            INSERT INTO tviews.tx_change (xid, entity_id, keys)
-            VALUES (me::xid8, p_entity, string_to_array(acc, ',')::bigint[]);
-            PERFORM set_config('pg_tviews.spill', 'on', true);
-            acc := '';
-        END IF;
-        PERFORM set_config('pg_tviews.k' || id,
-                           acc || CASE WHEN acc = '' THEN '' ELSE ',' END || array_to_string(p_keys, ','), true);
-    END IF;
-    IF p_hops IS NOT NULL THEN
-        acc := current_setting('pg_tviews.h' || id);
-        IF length(acc) > 60000 THEN
-            INSERT INTO tviews.tx_change (xid, entity_id, hops)
-            SELECT me::xid8, p_entity, h::jsonb FROM unnest(string_to_array(rtrim(acc, E'\n'), E'\n')) h;
-            PERFORM set_config('pg_tviews.spill', 'on', true);
-            acc := '';
-        END IF;
-        PERFORM set_config('pg_tviews.h' || id, acc || p_hops::text || E'\n', true);
-    END IF;
-    IF cardinality(p_dirty) > 0 THEN
-        acc := current_setting('pg_tviews.d' || id);
-        PERFORM set_config('pg_tviews.d' || id,
-                           acc || CASE WHEN acc = '' THEN '' ELSE ',' END || array_to_string(p_dirty, ','), true);
-    END IF;
-    IF p_full THEN
-        PERFORM set_config('pg_tviews.f' || id, 'on', true);
-    END IF;
-    IF p_changed <> 0 OR p_ms <> 0 THEN
-        PERFORM set_config('pg_tviews.n' || id, (current_setting('pg_tviews.n' || id)::bigint + p_changed)::text, true);
-        PERFORM set_config('pg_tviews.t' || id, (current_setting('pg_tviews.t' || id)::float8 + p_ms)::text, true);
-    END IF;
+    PERFORM set_config('pg_tviews.spilled', 'on', true);
 END
 $$;
 
@@ -246,96 +200,50 @@ BEGIN
 END
 $$;
 
--- The commit step of one TVIEW (see the note above); returns the rows it changed.
-CREATE FUNCTION tviews.commit_entity(p_entity integer, p_mode text) RETURNS bigint
+-- Recompute what the current transaction recorded for one TVIEW (called by the commit step when
+-- it cannot be skipped); returns the rows changed.
+CREATE FUNCTION tviews.commit_recompute(p_entity integer, p_full boolean) RETURNS bigint
     LANGUAGE plpgsql SECURITY DEFINER
     SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     id           text := p_entity::text;
     me           xid8 := pg_current_xact_id();
-    iso          text := current_setting('transaction_isolation');
-    seq          regclass := ('tviews.tv' || p_entity || '_commits')::regclass;
-    last_value   bigint := pg_sequence_last_value(seq);
-    last_xid     xid8;
-    snap         pg_snapshot;
-    interfered   boolean := false;
-    dirty        text := current_setting('pg_tviews.d' || id);
-    is_full      boolean := current_setting('pg_tviews.f' || id) = 'on';
-    spilled      boolean := current_setting('pg_tviews.spill', true) = 'on';
-    needs_work   boolean;
     all_keys     bigint[];
     hop_sets     jsonb;
     lineage_keys bigint[];
     repair_keys  bigint[];
     r            tviews.apply_result;
     left_over    bigint[];
-    t            tviews.entity;
 BEGIN
-    PERFORM pg_advisory_xact_lock(tviews.lock_class(), p_entity);
-
-    -- Did a transaction that changed this TVIEW's sources commit after our statement-time
-    -- refresh (READ COMMITTED) or after our snapshot (REPEATABLE READ, SERIALIZABLE)?
-    IF iso = 'read committed' THEN
-        snap := nullif(current_setting('pg_tviews.snapshot'), '')::pg_snapshot;
+    IF p_full THEN
+        EXECUTE format('SELECT (tviews.%I()).*', 'tv' || p_entity || '_full') INTO r;
+        DELETE FROM tviews.repair WHERE entity_id = p_entity;
     ELSE
-        snap := pg_current_snapshot();
-    END IF;
-    IF last_value IS NOT NULL THEN
-        last_xid := (last_value >> 1)::text::xid8;
-        interfered := last_xid <> me AND (
-            snap IS NULL
-            OR NOT pg_visible_in_snapshot(last_xid, snap)
-            OR pg_xact_status(last_xid) IS DISTINCT FROM 'committed');
-    END IF;
-
-    needs_work := dirty <> '' OR is_full OR p_mode <> 'i'
-                  OR EXISTS (SELECT 1 FROM tviews.repair WHERE entity_id = p_entity);
-    IF iso = 'read committed' THEN
-        needs_work := needs_work OR interfered;
-    ELSIF interfered AND (iso = 'repeatable read' OR last_value & 1 = 0) THEN
-        -- This snapshot cannot see a concurrent change to the TVIEW's sources; refreshing from it
-        -- could leave rows stale. Among serializable transactions SSI detects real conflicts itself.
-        SELECT * INTO t FROM tviews.entity WHERE entity.id = p_entity;
-        RAISE EXCEPTION USING
-            ERRCODE = 'serialization_failure',
-            MESSAGE = format('could not serialize access: sources of TVIEW %I.%I were changed by a concurrent transaction',
-                             t.schema_name, t.table_name),
-            HINT = 'retry the transaction';
-    END IF;
-
-    IF needs_work THEN
-        IF is_full THEN
-            EXECUTE format('SELECT (tviews.%I()).*', 'tv' || p_entity || '_full') INTO r;
-        ELSE
-            all_keys := string_to_array(nullif(current_setting('pg_tviews.k' || id), ''), ',')::bigint[]
-                        || string_to_array(nullif(dirty, ''), ',')::bigint[];
-            SELECT jsonb_agg(h::jsonb) INTO hop_sets
-              FROM unnest(string_to_array(rtrim(current_setting('pg_tviews.h' || id), E'\n'), E'\n')) h;
-            IF spilled THEN
-                SELECT all_keys || array_agg(k) INTO all_keys
-                  FROM tviews.tx_change c, unnest(c.keys) k WHERE c.xid = me AND c.entity_id = p_entity;
-                SELECT coalesce(hop_sets, '[]') || coalesce(jsonb_agg(c.hops), '[]') INTO hop_sets
-                  FROM tviews.tx_change c WHERE c.xid = me AND c.entity_id = p_entity AND c.hops IS NOT NULL;
-            END IF;
-            IF hop_sets IS NOT NULL AND hop_sets <> '[]' THEN
-                EXECUTE format('SELECT tviews.%I($1)', 'tv' || p_entity || '_lineage') INTO lineage_keys USING hop_sets;
-            END IF;
-            WITH gone AS (DELETE FROM tviews.repair WHERE entity_id = p_entity RETURNING key)
-            SELECT array_agg(key) INTO repair_keys FROM gone;
-            all_keys := ARRAY(SELECT DISTINCT k FROM unnest(coalesce(all_keys, '{}') || coalesce(lineage_keys, '{}')
-                                                            || coalesce(repair_keys, '{}')) k);
-            EXECUTE format('SELECT (tviews.%I($1)).*', 'tv' || p_entity || '_apply') INTO r USING all_keys;
+        all_keys := string_to_array(trim(BOTH ',' FROM coalesce(current_setting('pg_tviews.k' || id, true), '')), ',')::bigint[];
+        SELECT jsonb_agg(h::jsonb) INTO hop_sets
+          FROM unnest(string_to_array(trim(BOTH E'\n' FROM coalesce(current_setting('pg_tviews.h' || id, true), '')), E'\n')) h;
+        IF current_setting('pg_tviews.spilled', true) = 'on' THEN
+            SELECT coalesce(all_keys, '{}') || coalesce(array_agg(k), '{}') INTO all_keys
+              FROM tviews.tx_change c, unnest(c.keys) k WHERE c.xid = me AND c.entity_id = p_entity;
+            SELECT coalesce(hop_sets, '[]') || coalesce(jsonb_agg(c.hops), '[]') INTO hop_sets
+              FROM tviews.tx_change c WHERE c.xid = me AND c.entity_id = p_entity AND c.hops IS NOT NULL;
         END IF;
-        IF cardinality(r.contended) > 0 THEN
-            left_over := tviews.contend(p_entity, r.contended);
-            INSERT INTO tviews.repair (entity_id, key)
-            SELECT p_entity, k FROM unnest(left_over) k
-            ON CONFLICT DO NOTHING;
+        IF hop_sets IS NOT NULL AND hop_sets <> '[]' THEN
+            EXECUTE format('SELECT tviews.%I($1)', 'tv' || p_entity || '_lineage') INTO lineage_keys USING hop_sets;
         END IF;
+        WITH gone AS (DELETE FROM tviews.repair WHERE entity_id = p_entity RETURNING key)
+        SELECT array_agg(key) INTO repair_keys FROM gone;
+        all_keys := ARRAY(SELECT DISTINCT k FROM unnest(coalesce(all_keys, '{}') || coalesce(lineage_keys, '{}')
+                                                        || coalesce(repair_keys, '{}')) k);
+        EXECUTE format('SELECT (tviews.%I($1)).*', 'tv' || p_entity || '_apply') INTO r USING all_keys;
     END IF;
-
-    PERFORM setval(seq, (me::text::bigint << 1) | (CASE WHEN iso = 'serializable' THEN 1 ELSE 0 END), true);
+    IF cardinality(r.contended) > 0 THEN
+        left_over := tviews.contend(p_entity, r.contended);
+        INSERT INTO tviews.repair (entity_id, key)
+        SELECT p_entity, k FROM unnest(left_over) k
+        ON CONFLICT DO NOTHING;
+    END IF;
     RETURN coalesce(r.changed, 0);
 END
 $$;
@@ -348,20 +256,34 @@ CREATE FUNCTION tviews.tx_commit() RETURNS trigger
     SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    me       text := pg_current_xact_id()::text;
-    done     text := ',';
-    entry    text;
-    best     text;
-    best_key integer[];
-    parts    text[];
-    ids      integer[] := '{}';
-    rows     bigint[] := '{}';
-    ms       float8[] := '{}';
-    started  timestamptz;
-    changed  bigint;
+    me         xid8 := pg_current_xact_id();
+    iso        text := current_setting('transaction_isolation');
+    snap       pg_snapshot;
+    done       text := ',';
+    entry      text;
+    best       text;
+    best_key   integer[];
+    parts      text[];
+    id         text;
+    seq        regclass;
+    last_value bigint;
+    last_xid   xid8;
+    interfered boolean;
+    flags      text;
+    stats      text;
+    changed    bigint;
+    started    timestamptz;
+    ids        integer[] := '{}';
+    rows       bigint[] := '{}';
+    ms         float8[] := '{}';
 BEGIN
-    IF coalesce(current_setting('pg_tviews.xact', true), '') <> me THEN
+    IF coalesce(current_setting('pg_tviews.xact', true), '') <> me::text THEN
         RETURN NULL;  -- already finished (SET CONSTRAINTS ... IMMEDIATE ran the step earlier)
+    END IF;
+    IF iso = 'read committed' THEN
+        snap := nullif(current_setting('pg_tviews.snapshot'), '')::pg_snapshot;
+    ELSE
+        snap := pg_current_snapshot();
     END IF;
     LOOP
         best := NULL;
@@ -374,25 +296,61 @@ BEGIN
             END IF;
         END LOOP;
         EXIT WHEN best IS NULL;
-        parts := string_to_array(best, ':');
-        started := clock_timestamp();
-        changed := tviews.commit_entity(parts[2]::int, parts[3]);
-        ids := ids || parts[2]::int;
-        rows := rows || (changed + current_setting('pg_tviews.n' || parts[2])::bigint);
-        ms := ms || (extract(epoch FROM clock_timestamp() - started) * 1000
-                     + current_setting('pg_tviews.t' || parts[2])::float8);
         done := done || best || ',';
+        parts := string_to_array(best, ':');
+        id := parts[2];
+        started := clock_timestamp();
+        PERFORM pg_advisory_xact_lock(tviews.lock_class(), id::integer);
+
+        -- Did a transaction that changed this TVIEW's sources commit after our statement-time
+        -- refresh (READ COMMITTED) or after our snapshot (REPEATABLE READ, SERIALIZABLE)?
+        seq := ('tviews.tv' || id || '_commits')::regclass;
+        last_value := pg_sequence_last_value(seq);
+        interfered := false;
+        IF last_value IS NOT NULL THEN
+            last_xid := (last_value >> 1)::text::xid8;
+            interfered := last_xid <> me AND (
+                snap IS NULL
+                OR NOT pg_visible_in_snapshot(last_xid, snap)
+                OR pg_xact_status(last_xid) IS DISTINCT FROM 'committed');
+        END IF;
+        flags := coalesce(current_setting('pg_tviews.x' || id, true), '');
+        IF iso <> 'read committed' AND interfered AND (iso = 'repeatable read' OR last_value & 1 = 0) THEN
+            -- This snapshot cannot see a concurrent change to the TVIEW's sources; refreshing from
+            -- it could leave rows stale. Among serializable transactions SSI detects real conflicts.
+            RAISE EXCEPTION USING
+                ERRCODE = 'serialization_failure',
+                MESSAGE = format('could not serialize access: sources of TVIEW %s were changed by a concurrent transaction',
+                                 (SELECT format('%I.%I', e.schema_name, e.table_name) FROM tviews.entity e
+                                   WHERE e.id = parts[2]::integer)),
+                HINT = 'retry the transaction';
+        END IF;
+        IF parts[3] <> 'i' OR flags <> '' OR (interfered AND iso = 'read committed')
+           OR EXISTS (SELECT 1 FROM tviews.repair r WHERE r.entity_id = parts[2]::integer) THEN
+            changed := tviews.commit_recompute(id::integer, strpos(flags, 'f') > 0);
+        ELSE
+            changed := 0;
+        END IF;
+        PERFORM setval(seq, (me::text::bigint << 1) | (CASE WHEN iso = 'serializable' THEN 1 ELSE 0 END), true);
+
+        stats := coalesce(nullif(current_setting('pg_tviews.s' || id, true), ''), '0 0');
+        ids := ids || id::integer;
+        rows := rows || (changed + split_part(stats, ' ', 1)::bigint);
+        ms := ms || (extract(epoch FROM clock_timestamp() - started) * 1000 + split_part(stats, ' ', 2)::float8);
+        -- the transaction may go on (SET CONSTRAINTS ... IMMEDIATE): start afresh for this TVIEW
+        PERFORM set_config('pg_tviews.k' || id, '', true);
+        PERFORM set_config('pg_tviews.h' || id, '', true);
+        PERFORM set_config('pg_tviews.x' || id, '', true);
+        PERFORM set_config('pg_tviews.s' || id, '', true);
     END LOOP;
     INSERT INTO tviews.refresh_event (entity_id, origin, rows_changed, duration_ms)
     SELECT i, 'transaction', n, t FROM unnest(ids, rows, ms) AS u(i, n, t);
-    DELETE FROM tviews.tx_marker WHERE xid = me::xid8;
-    IF current_setting('pg_tviews.spill', true) = 'on' THEN
-        DELETE FROM tviews.tx_change WHERE xid = me::xid8;
-        PERFORM set_config('pg_tviews.spill', '', true);
+    DELETE FROM tviews.tx_marker WHERE xid = me;
+    IF current_setting('pg_tviews.spilled', true) = 'on' THEN
+        DELETE FROM tviews.tx_change WHERE xid = me;
+        PERFORM set_config('pg_tviews.spilled', '', true);
     END IF;
     PERFORM set_config('pg_tviews.xact', '', true);
-    PERFORM set_config('pg_tviews.todo', ',', true);
-    PERFORM set_config('pg_tviews.snapshot', '', true);
     RETURN NULL;
 END
 $$;
