@@ -276,3 +276,116 @@ def drop(conn: psycopg.Connection, name: str, *, if_exists: bool = False) -> boo
             ).fetchone()[0]
         except psycopg.errors.DependentObjectsStillExist as exc:
             raise UsageError(exc.diag.message_primary, hint=exc.diag.message_hint) from None
+
+
+# -- inspection ----------------------------------------------------------------------------------------------
+
+
+@dataclass
+class MissingIndex:
+    table: str
+    columns: list[str]
+    purpose: str  # "lineage" (map source changes to keys) or "refresh" (read children per key)
+
+    @property
+    def create_sql(self) -> str:
+        table = sql.Identifier(*self.table.split(".", 1)).as_string()
+        cols = ", ".join(sql.Identifier(c).as_string() for c in self.columns)
+        return f"CREATE INDEX ON {table} ({cols})"
+
+
+@dataclass
+class SourceExplain:
+    name: str
+    kind: str
+    columns_read: list[str]
+    lineage: list[str]
+    triggers: list[dict]
+
+
+@dataclass
+class Explanation:
+    tview: TView
+    sources: list[SourceExplain]
+    missing_indexes: list[MissingIndex]
+    refresh_sql: str
+    root_access: str  # how the refresh reaches the root rows for given keys (from EXPLAIN)
+
+    def as_dict(self) -> dict:
+        return {
+            "tview": self.tview.as_dict(),
+            "sources": [asdict(s) for s in self.sources],
+            "missing_indexes": [asdict(m) | {"create_sql": m.create_sql} for m in self.missing_indexes],
+            "refresh_sql": self.refresh_sql,
+            "root_access": self.root_access,
+        }
+
+
+def _has_leading_index(conn: psycopg.Connection, schema: str, table: str, columns: list[str]) -> bool:
+    """True when some index of the table starts with one of `columns` (usable for equality lookups)."""
+    return conn.execute(
+        "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_index i JOIN pg_catalog.pg_attribute a"
+        "   ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0]"
+        " WHERE i.indrelid = %s::regclass AND i.indisvalid AND a.attname = ANY (%s))",
+        (sql.Identifier(schema, table).as_string(conn), columns),
+    ).fetchone()[0]
+
+
+def missing_indexes(conn: psycopg.Connection, definition: Definition) -> list[MissingIndex]:
+    """Equality lookups that maintenance performs without a supporting index.
+
+    Lineage joins look up each intermediate table by the columns of the hop that reaches it; the
+    refresh reads children by the columns correlating them with their parent.
+    """
+    found: dict[tuple[str, tuple[str, ...]], MissingIndex] = {}
+    for lineage in definition.lineages:
+        for index, hop in enumerate(lineage.hops):
+            last = index == len(lineage.hops) - 1
+            checks = [(hop.src, [s for s, _d in hop.pairs], "refresh")]
+            if not (last and lineage.direct):
+                checks.append((hop.dst, [d for _s, d in hop.pairs], "lineage"))
+            for occ, cols, purpose in checks:
+                rel = occ.relation
+                if occ is definition.root and cols == [definition.root_key]:
+                    continue
+                if not _has_leading_index(conn, rel.schema, rel.name, cols):
+                    key = (rel.display(), tuple(cols))
+                    found.setdefault(key, MissingIndex(rel.display(), cols, purpose))
+    return list(found.values())
+
+
+def explain(conn: psycopg.Connection, name: str) -> Explanation:
+    """The maintenance plan of a TVIEW: lineage per source, triggers, missing indexes, refresh SQL."""
+    tview = get(conn, name)
+    with conn.transaction():
+        conn.execute("SELECT set_config('search_path', %s, true)", (
+            conn.execute("SELECT search_path FROM tviews.entity WHERE id = %s", (tview.id,)).fetchone()[0],))
+        definition = analyze(conn, tview.definition, key=tview.key, name=tview.name)
+        names = Names(tview.id, tview.schema, tview.table)
+        sources = []
+        for source in tview.sources:
+            triggers = [
+                {"name": tgname, "enabled": enabled != "D", "event": event}
+                for tgname, enabled, event in conn.execute(
+                    "SELECT t.tgname, t.tgenabled, CASE WHEN t.tgtype & 4 <> 0 THEN 'INSERT'"
+                    "   WHEN t.tgtype & 16 <> 0 THEN 'UPDATE' WHEN t.tgtype & 8 <> 0 THEN 'DELETE'"
+                    "   ELSE 'TRUNCATE' END"
+                    " FROM pg_catalog.pg_trigger t WHERE t.tgrelid = to_regclass(%s)"
+                    "   AND t.tgname IN (%s, %s, %s, %s, %s) ORDER BY t.tgname",
+                    (sql.Identifier(source.schema, source.table).as_string(conn),
+                     *(f"pg_tviews_{tview.id}_{e}" for e in ("ins", "upd", "del", "trunc")),
+                     f"~pg_tviews_{tview.id}_gate"),
+                ).fetchall()
+            ]
+            sources.append(SourceExplain(source.name, source.kind, source.columns_read, source.lineage, triggers))
+        refresh_sql = conn.execute(
+            "SELECT pg_catalog.pg_get_functiondef(to_regprocedure(%s))", (f"{names.apply}(bigint[])",)
+        ).fetchone()[0] or ""
+        plan = "\n".join(r[0] for r in conn.execute(
+            sql.SQL("EXPLAIN SELECT * FROM {} d WHERE d.{} = ANY ('{{1}}'::bigint[])").format(
+                sql.SQL(names.view), sql.Identifier(tview.key))
+        ))
+        root = definition.root.relation
+        root_line = next((line.strip() for line in plan.splitlines() if f" on {root.name}" in line), "")
+        root_access = root_line.lstrip("-> ").split("  (")[0] if root_line else plan.splitlines()[0]
+        return Explanation(tview, sources, missing_indexes(conn, definition), refresh_sql, root_access)

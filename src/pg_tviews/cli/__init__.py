@@ -68,7 +68,7 @@ def _global(
 
 
 def _register() -> None:
-    from . import catalog_cmds, server_cmds  # noqa: F401  (commands register themselves on import)
+    from . import bench_cmds, catalog_cmds, server_cmds, tview_cmds  # noqa: F401  (commands register on import)
 
 
 def main(argv: list[str] | None = None) -> int:

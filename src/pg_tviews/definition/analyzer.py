@@ -60,7 +60,6 @@ class Scope:
     distinct_on: list[int | None] = field(default_factory=list)
     occurrences: list[Occurrence] = field(default_factory=list)
     children: list[Scope] = field(default_factory=list)
-    grouped_by: list[tuple[Occurrence, str] | None] = field(default_factory=list)
     distinct: bool = False
     view_name: str | None = None
 
@@ -127,7 +126,6 @@ class Analyzer:
         key_name = self._key_name(columns, key)
         key_index = [c.name for c in columns].index(key_name)
         root, root_key = self._root(columns[key_index], origins[key_index], top)
-        self._check_grouping(stmt, top, root, root_key, columns[key_index])
         lineages = self._lineages(root, root_key, top)
         self._check_multiplicity(stmt, top, root)
         self._check_volatility()
@@ -149,7 +147,8 @@ class Analyzer:
         try:
             statements = parse_sql(self.sql)
         except ParseError as exc:
-            location = exc.args[1] - 1 if len(exc.args) > 1 and isinstance(exc.args[1], int) else None
+            # pglast reports a 1-based position, or none for "at end of input"
+            location = exc.args[1] - 1 if len(exc.args) > 1 and isinstance(exc.args[1], int) else len(self.sql)
             raise self.error(location, f"syntax error: {exc.args[0]}", construct="syntax") from None
         if len(statements) != 1:
             location = statements[1].stmt_location if len(statements) > 1 else 0
@@ -170,6 +169,13 @@ class Analyzer:
             # positions must stay valid for the text we keep: reparse the trimmed text
             self.sql = body
             return self._parse()
+        # checked before PostgreSQL sees the statement, which would reject them less clearly
+        if stmt.intoClause is not None:
+            raise self.error(0, "SELECT INTO is not allowed", hint="give the SELECT alone; pg_tviews creates the table",
+                             construct="SELECT INTO")
+        if stmt.lockingClause:
+            raise self.error(self._keyword_location(("FOR",), depth=0), "FOR UPDATE/SHARE is not allowed in a definition",
+                             hint="remove the locking clause", construct="locking clause")
         return stmt
 
     def _check_with_postgres(self) -> list[tuple[str, str]]:
@@ -202,12 +208,10 @@ class Analyzer:
             raise self.error(self._setop_location(stmt), "set operations (UNION, INTERSECT, EXCEPT) are not supported",
                              hint="build each part as a correlated subquery, or make separate TVIEWs",
                              construct="set operation")
-        if stmt.intoClause is not None:
-            raise self.error(self._loc(getattr(stmt.intoClause.rel, "location", 0)), "SELECT INTO is not allowed",
-                             hint="give the SELECT alone; pg_tviews creates the table", construct="SELECT INTO")
-        if stmt.lockingClause:
-            raise self.error(self._keyword_location(("FOR",)), "FOR UPDATE/SHARE is not allowed in a definition",
-                             hint="remove the locking clause", construct="locking clause")
+        if stmt.intoClause is not None or stmt.lockingClause:
+            raise self.error(None if self._view_location else self._keyword_location(("INTO", "FOR")),
+                             "SELECT INTO and FOR UPDATE/SHARE are not allowed in a definition",
+                             hint="remove the clause", construct="locking clause")
         if stmt.withClause is not None:
             if stmt.withClause.recursive:
                 raise self.error(self._loc(stmt.withClause.location), "recursive CTEs (WITH RECURSIVE) are not supported",
@@ -216,8 +220,8 @@ class Analyzer:
             for cte in stmt.withClause.ctes:
                 scope.ctes[cte.ctename] = cte
         if stmt.limitCount is not None or stmt.limitOffset is not None:
-            node = stmt.limitCount if stmt.limitCount is not None else stmt.limitOffset
-            scope.limits.append(self._loc(getattr(node, "location", None)))
+            depth = 0 if scope.kind == "top" else None
+            scope.limits.append(None if self._view_location else self._keyword_location(("LIMIT", "OFFSET"), depth))
         if stmt.distinctClause:
             if stmt.distinctClause[0] is None:
                 scope.distinct = True
@@ -237,8 +241,6 @@ class Analyzer:
         for target in stmt.targetList or ():
             self._expr(target.val, scope)
             outputs.extend(self._target_outputs(target, scope))
-        for group in stmt.groupClause or ():
-            scope.grouped_by.append(self._origin(group, scope))
         return outputs
 
     def _target_outputs(self, target: ast.ResTarget, scope: Scope):
@@ -378,10 +380,10 @@ class Analyzer:
             self._expr(node.rexpr, scope)
             return
         if isinstance(node, ast.FuncCall):
+            name = node.funcname[-1].sval
             if node.over is not None:
                 scope.windows.append(self._loc(node.location))
-            name = node.funcname[-1].sval
-            if node.agg_star or node.agg_order or node.agg_distinct or node.agg_filter is not None or self._is_aggregate(name):
+            elif node.agg_star or node.agg_order or node.agg_distinct or node.agg_filter is not None or self._is_aggregate(name):
                 scope.aggregates.append(self._loc(node.location))
         if isinstance(node, ast.SelectStmt):
             self._select(node, Scope(scope, "sublink", None))
@@ -632,27 +634,6 @@ class Analyzer:
                 found.extend(self._top_level_occurrences(child))
         return found
 
-    def _check_grouping(self, stmt, top: Scope, root: Occurrence, root_key: str, key_column: OutputColumn) -> None:
-        if not stmt.groupClause:
-            return
-        if (root, root_key) not in [g for g in top.grouped_by if g is not None] and not self._groups_by_position(
-            stmt, key_column
-        ):
-            raise self.error(self._loc(getattr(stmt.groupClause[0], "location", None)),
-                             f"GROUP BY must include the key {key_column.name!r}",
-                             hint="group by the root's key so that each TVIEW row is one root row",
-                             construct="GROUP BY")
-
-    def _groups_by_position(self, stmt, key_column: OutputColumn) -> bool:
-        names = [t.name or (t.val.fields[-1].sval if isinstance(t.val, ast.ColumnRef) else None) for t in stmt.targetList]
-        for group in stmt.groupClause:
-            if isinstance(group, ast.A_Const) and isinstance(group.val, ast.Integer):
-                if 0 < group.val.ival <= len(names) and names[group.val.ival - 1] == key_column.name:
-                    return True
-            if isinstance(group, ast.ColumnRef) and len(group.fields) == 1 and getattr(group.fields[0], "sval", None) == key_column.name:
-                return True
-        return False
-
     def _lineages(self, root: Occurrence, root_key: str, top: Scope) -> list[Lineage]:
         previous: dict[int, tuple[Occurrence, Edge] | None] = {root.id: None}
         queue = deque([root])
@@ -730,16 +711,18 @@ class Analyzer:
                 )
 
     def _check_volatility(self) -> None:
-        """Volatile functions make a row differ between refreshes: reject them (PostgreSQL resolves
-        which functions the definition really calls: a temporary view records them)."""
+        """Volatile functions make a row differ between refreshes: reject them.
+
+        PostgreSQL resolves which functions the definition really calls (overloads, operators,
+        built-ins): a temporary view stores its rewritten query tree, whose function references
+        are read back from pg_rewrite (dependencies on built-in functions are not recorded)."""
         try:
             with self.conn.transaction(force_rollback=True):
                 self.conn.execute(f"CREATE TEMPORARY VIEW pg_tviews_volatility_probe AS {self.sql}")
                 rows = self.conn.execute(
-                    "SELECT DISTINCT p.proname FROM pg_catalog.pg_rewrite r"
-                    " JOIN pg_catalog.pg_depend d ON d.classid = 'pg_catalog.pg_rewrite'::regclass AND d.objid = r.oid"
-                    "  AND d.refclassid = 'pg_catalog.pg_proc'::regclass"
-                    " JOIN pg_catalog.pg_proc p ON p.oid = d.refobjid"
+                    "SELECT DISTINCT p.proname FROM pg_catalog.pg_rewrite r,"
+                    " regexp_matches(r.ev_action::text, ':(?:funcid|opfuncid|aggfnoid|winfnoid) (\\d+)', 'g') m"
+                    " JOIN pg_catalog.pg_proc p ON p.oid = m[1]::oid"
                     " WHERE r.ev_class = 'pg_tviews_volatility_probe'::regclass AND p.provolatile = 'v'"
                     " ORDER BY 1"
                 ).fetchall()
@@ -768,8 +751,17 @@ class Analyzer:
         except Exception:  # scanning only improves positions; never fail because of it
             return []
 
-    def _keyword_location(self, names: tuple[str, ...]) -> int | None:
-        return next((offset for offset, name in self._tokens() if name in names), None)
+    def _keyword_location(self, names: tuple[str, ...], depth: int | None = None) -> int | None:
+        """First token among `names`, at parenthesis depth `depth` when given."""
+        level = 0
+        for offset, name in self._tokens():
+            if name == "ASCII_40":
+                level += 1
+            elif name == "ASCII_41":
+                level -= 1
+            elif name in names and (depth is None or level == depth):
+                return offset
+        return None
 
     def _setop_location(self, stmt) -> int | None:
         return None if self._view_location else self._keyword_location(("UNION", "INTERSECT", "EXCEPT"))
@@ -785,18 +777,15 @@ class Analyzer:
         return self._keyword_location(("NATURAL",))
 
     def _first_location(self, node) -> int | None:
+        if isinstance(node, (list, tuple)):
+            return next((loc for loc in map(self._first_location, node) if loc is not None), None)
+        if not isinstance(node, ast.Node):
+            return None
         location = getattr(node, "location", None)
         if isinstance(location, int) and location >= 0:
             return location
-        if isinstance(node, ast.Node):
-            for attr in node:
-                value = getattr(node, attr)
-                for child in value if isinstance(value, (list, tuple)) else [value]:
-                    if isinstance(child, ast.Node):
-                        found = self._first_location(child)
-                        if found is not None:
-                            return found
-        return None
+        return next((loc for loc in (self._first_location(getattr(node, attr)) for attr in node) if loc is not None),
+                    None)
 
 
 def analyze(conn: psycopg.Connection, sql: str, *, key: str | None = None, name: str | None = None) -> Definition:
