@@ -289,3 +289,36 @@ def test_drop_refuses_when_another_tview_reads_it(blog):
         engine.drop(blog, "tv_a")
     engine.drop(blog, "tv_b")
     engine.drop(blog, "tv_a")
+
+
+def test_async_mode_applies_after_commit_through_the_queue(blog):
+    from pg_tviews import worker
+
+    engine.create(blog, "tv_user", "SELECT u.pk_user, u.name FROM tb_user u", mode="async")
+    blog.execute("UPDATE tb_user SET name = 'queued' WHERE pk_user = 1")
+    assert blog.execute("SELECT name FROM tv_user WHERE pk_user = 1").fetchone()[0] == "ada"
+    assert blog.execute("SELECT count(*) FROM tviews.pg_tviews_queue WHERE processed_at IS NULL").fetchone()[0] == 1
+    assert worker.status(blog).pending == 1
+    assert worker.drain(blog) == 1
+    assert blog.execute("SELECT name FROM tv_user WHERE pk_user = 1").fetchone()[0] == "queued"
+    assert_exact(blog, "tv_user")
+    assert worker.status(blog).pending == 0
+
+
+def test_alter_mode_switches_maintenance(blog):
+    from pg_tviews import worker
+
+    engine.create(blog, "tv_user", "SELECT u.pk_user, u.name FROM tb_user u")
+    assert engine.alter(blog, "tv_user", mode="async").mode == "async"
+    blog.execute("UPDATE tb_user SET name = 'a1' WHERE pk_user = 1")
+    assert worker.status(blog).pending == 1
+    assert engine.alter(blog, "tv_user", mode="deferred").mode == "deferred"  # drains the queue
+    assert worker.status(blog).pending == 0
+    assert_exact(blog, "tv_user")
+    blog.execute("UPDATE tb_user SET name = 'a2' WHERE pk_user = 1")
+    assert_exact(blog, "tv_user")
+    assert engine.alter(blog, "tv_user", mode="immediate").mode == "immediate"
+    with blog.transaction():
+        blog.execute("UPDATE tb_user SET name = 'a3' WHERE pk_user = 1")
+        assert blog.execute("SELECT name FROM tv_user WHERE pk_user = 1").fetchone()[0] == "a3"
+    assert_exact(blog, "tv_user")

@@ -389,3 +389,46 @@ def explain(conn: psycopg.Connection, name: str) -> Explanation:
         root_line = next((line.strip() for line in plan.splitlines() if f" on {root.name}" in line), "")
         root_access = root_line.lstrip("-> ").split("  (")[0] if root_line else plan.splitlines()[0]
         return Explanation(tview, sources, missing_indexes(conn, definition), refresh_sql, root_access)
+
+
+# -- changes -------------------------------------------------------------------------------------------------
+
+
+def regenerate(conn: psycopg.Connection, tview: TView, mode: str | None = None) -> Compiled:
+    """Re-create the generated functions of a TVIEW from its recorded definition (same names).
+
+    Used when its mode changes and by repair tooling; the table and its rows are kept.
+    """
+    search_path = conn.execute("SELECT search_path FROM tviews.entity WHERE id = %s", (tview.id,)).fetchone()[0]
+    previous = conn.execute("SELECT current_setting('search_path')").fetchone()[0]
+    conn.execute("SELECT set_config('search_path', %s, true)", (search_path,))
+    try:
+        definition = analyze(conn, tview.definition, key=tview.key, name=tview.name)
+        names = Names(tview.id, tview.schema, tview.table)
+        columns = conn.execute(
+            "SELECT attname, pg_catalog.format_type(atttypid, atttypmod) FROM pg_catalog.pg_attribute"
+            " WHERE attrelid = %s::regclass AND attnum > 0 AND NOT attisdropped ORDER BY attnum",
+            (names.view,),
+        ).fetchall()
+        compiled = compile_tview(definition, names, columns, mode or tview.mode, tview.rank)
+        for statement in compiled.functions + [fn for s in compiled.sources for fn in s.functions]:
+            conn.execute(statement)
+        return compiled
+    finally:
+        conn.execute("SELECT set_config('search_path', %s, true)", (previous,))
+
+
+def alter(conn: psycopg.Connection, name: str, *, mode: str) -> TView:
+    """Change the refresh mode of a TVIEW. Leaving async mode first applies its queued changes."""
+    _check_mode(mode)
+    with conn.transaction():
+        tview = get(conn, name)
+        conn.execute("SELECT pg_advisory_xact_lock(tviews.lock_class(), %s)", (tview.id,))
+        if tview.mode == mode:
+            return tview
+        if tview.mode == "async":
+            while conn.execute("SELECT tviews.pg_tviews_process_queue(5000)").fetchone()[0]:
+                pass
+        regenerate(conn, tview, mode)
+        conn.execute("UPDATE tviews.entity SET mode = %s, altered_at = now() WHERE id = %s", (mode, tview.id))
+        return _load(conn, tview.id)

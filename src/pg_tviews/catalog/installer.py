@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 
 import psycopg
+import psycopg.sql
 
 from ..errors import CatalogError
 from . import chain as chain_mod
@@ -36,6 +37,7 @@ class InstallResult:
     mode: str
     previous: str | None
     applied: list[str] = field(default_factory=list)
+    search_path: str | None = None  # what was done to make the SQL API reachable
 
     @property
     def changed(self) -> bool:
@@ -115,4 +117,27 @@ def install(conn: psycopg.Connection, version: str | None = None) -> InstallResu
             )
         scripts = chain.install_path(target)
         apply_scripts(conn, scripts)
-        return InstallResult(target, "schema", None, [s.name for s in scripts])
+    return InstallResult(target, "schema", None, [s.name for s in scripts], ensure_search_path(conn))
+
+
+def ensure_search_path(conn: psycopg.Connection) -> str:
+    """Put schema tviews on the database's default search_path, so that the SQL API
+    (pg_tviews_version(), pg_tviews_metadata, ...) is reachable without qualification in new
+    sessions. Returns what was done; a missing privilege is reported, not raised."""
+    dbname, current = conn.execute(
+        "SELECT current_database(), (SELECT s.cfg FROM pg_catalog.pg_db_role_setting r,"
+        "   unnest(r.setconfig) s(cfg) WHERE r.setrole = 0"
+        "   AND r.setdatabase = (SELECT oid FROM pg_catalog.pg_database WHERE datname = current_database())"
+        "   AND s.cfg LIKE 'search_path=%%')"
+    ).fetchone()
+    value = current.split("=", 1)[1] if current else '"$user", public'
+    if SCHEMA in [part.strip().strip('"') for part in value.split(",")]:
+        return f"search_path of database {dbname} already includes {SCHEMA}"
+    new_value = f"{value}, {SCHEMA}"
+    try:
+        with conn.transaction():
+            conn.execute(f"ALTER DATABASE {psycopg.sql.Identifier(dbname).as_string(conn)} SET search_path = {new_value}")
+    except psycopg.errors.InsufficientPrivilege:
+        return (f"could not add {SCHEMA} to the search_path of database {dbname} (not its owner): "
+                f"run ALTER DATABASE ... SET search_path = {new_value}, or qualify the API as {SCHEMA}.pg_tviews_*")
+    return f"search_path of database {dbname} is now {new_value} (new sessions)"

@@ -68,7 +68,7 @@ def _global(
 
 
 def _register() -> None:
-    from . import bench_cmds, catalog_cmds, server_cmds, tview_cmds  # noqa: F401  (commands register on import)
+    from . import bench_cmds, catalog_cmds, runtime_cmds, server_cmds, tview_cmds  # noqa: F401  (register on import)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -65,7 +65,7 @@ def lineage_function(definition: Definition, fn: str) -> str:
         if lin.needs_reevaluation
     ]
     body = "\n        UNION ALL\n        ".join(parts) if parts else "SELECT NULL::bigint AS k WHERE false"
-    return f"""CREATE FUNCTION {fn}(hop_sets jsonb) RETURNS bigint[]
+    return f"""CREATE OR REPLACE FUNCTION {fn}(hop_sets jsonb) RETURNS bigint[]
     LANGUAGE sql STABLE SECURITY DEFINER
     SET search_path = pg_catalog, pg_temp
 AS $fn$

@@ -19,7 +19,7 @@ from ..definition import Definition
 from .names import Names
 from .sqltext import column_list, ident, row
 
-_HEADER = """CREATE FUNCTION {fn}({params}) RETURNS tviews.apply_result
+_HEADER = """CREATE OR REPLACE FUNCTION {fn}({params}) RETURNS tviews.apply_result
     LANGUAGE plpgsql SECURITY DEFINER
     SET search_path = pg_catalog, pg_temp
     SET plan_cache_mode = force_generic_plan

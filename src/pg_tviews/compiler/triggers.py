@@ -113,7 +113,7 @@ def trigger_function(definition: Definition, names: Names, relation: Relation, p
                      mode: str, rank: int) -> str:
     fn = names.trigger_function(position, event)
     entity = names.id
-    header = f"""CREATE FUNCTION {fn}() RETURNS trigger
+    header = f"""CREATE OR REPLACE FUNCTION {fn}() RETURNS trigger
     LANGUAGE plpgsql SECURITY DEFINER
     SET search_path = pg_catalog, pg_temp
 AS $fn$

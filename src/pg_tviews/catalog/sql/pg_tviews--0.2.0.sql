@@ -360,6 +360,142 @@ CREATE CONSTRAINT TRIGGER tx_commit
     DEFERRABLE INITIALLY DEFERRED
     FOR EACH ROW EXECUTE FUNCTION tviews.tx_commit();
 
+---------------------------------------------------------------------------------------------------
+-- Async mode: statement triggers queue changes; a worker applies them after commit
+---------------------------------------------------------------------------------------------------
+--
+-- Writers only ever insert (ids come from a sequence: no row is updated by every writer). The
+-- worker (`pg-tviews worker`, or SELECT pg_tviews_process_queue() from a scheduler) claims pending
+-- items with SKIP LOCKED, maps recorded entry values to keys with a fresh snapshot under the
+-- TVIEW's advisory lock (so it is exact once the queue is drained), retries failures with
+-- exponential backoff and keeps failed items with their error.
+
+CREATE TABLE tviews.queue (
+    id              bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    entity_id       integer NOT NULL,
+    keys            bigint[],
+    hops            jsonb,
+    full_refresh    boolean NOT NULL DEFAULT false,
+    created_at      timestamptz NOT NULL DEFAULT clock_timestamp(),
+    processed_at    timestamptz,
+    attempts        integer NOT NULL DEFAULT 0,
+    next_attempt_at timestamptz NOT NULL DEFAULT '-infinity',
+    error_message   text
+);
+CREATE INDEX queue_pending_idx ON tviews.queue (id) WHERE processed_at IS NULL;
+COMMENT ON TABLE tviews.queue IS 'Changes of async TVIEWs waiting for the worker';
+
+-- Items that failed this many times are kept with their error and no longer retried.
+CREATE FUNCTION tviews.queue_max_attempts() RETURNS integer
+    LANGUAGE sql IMMUTABLE PARALLEL SAFE
+    AS $$ SELECT 8 $$;
+
+-- Wakes the worker with NOTIFY, except where a transaction might be prepared: PostgreSQL refuses
+-- PREPARE TRANSACTION after NOTIFY. Setting pg_tviews.notify: on, off, or auto (default: notify
+-- only when max_prepared_transactions = 0). Without a notification the worker's poll finds it.
+CREATE FUNCTION tviews.enqueue(p_entity integer, p_keys bigint[], p_hops jsonb, p_full boolean) RETURNS void
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    notify text := coalesce(nullif(current_setting('pg_tviews.notify', true), ''), 'auto');
+BEGIN
+    INSERT INTO tviews.queue (entity_id, keys, hops, full_refresh) VALUES (p_entity, p_keys, p_hops, p_full);
+    IF notify = 'on' OR (notify = 'auto' AND current_setting('max_prepared_transactions')::integer = 0) THEN
+        PERFORM pg_notify('pg_tviews_queue', p_entity::text);
+    END IF;
+END
+$$;
+
+-- Apply up to `batch` pending items (and pending repairs); returns the number of items handled.
+-- Each TVIEW is handled in its own subtransaction: a failing TVIEW does not stop the others.
+CREATE FUNCTION tviews.pg_tviews_process_queue(batch integer DEFAULT 500) RETURNS integer
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    claimed  bigint[];
+    e        record;
+    ids      bigint[];
+    all_keys bigint[];
+    hop_sets jsonb;
+    lin      bigint[];
+    is_full  boolean;
+    r        tviews.apply_result;
+    left_over bigint[];
+    started  timestamptz;
+    handled  integer := 0;
+BEGIN
+    SELECT array_agg(q.id) INTO claimed FROM (
+        SELECT id FROM tviews.queue
+         WHERE processed_at IS NULL AND attempts < tviews.queue_max_attempts() AND next_attempt_at <= clock_timestamp()
+         ORDER BY id LIMIT batch
+           FOR UPDATE SKIP LOCKED) q;
+    -- orphans of dropped TVIEWs
+    DELETE FROM tviews.queue q WHERE q.id = ANY (coalesce(claimed, '{}'))
+       AND NOT EXISTS (SELECT 1 FROM tviews.entity t WHERE t.id = q.entity_id);
+    FOR e IN
+        SELECT t.id, t.rank FROM tviews.entity t
+         WHERE t.id IN (SELECT q.entity_id FROM tviews.queue q WHERE q.id = ANY (coalesce(claimed, '{}')))
+            OR t.id IN (SELECT rp.entity_id FROM tviews.repair rp)
+         ORDER BY t.rank, t.id
+    LOOP
+        started := clock_timestamp();
+        SELECT array_agg(q.id), bool_or(q.full_refresh), jsonb_agg(q.hops) FILTER (WHERE q.hops IS NOT NULL)
+          INTO ids, is_full, hop_sets
+          FROM tviews.queue q WHERE q.id = ANY (coalesce(claimed, '{}')) AND q.entity_id = e.id;
+        BEGIN
+            PERFORM pg_advisory_xact_lock(tviews.lock_class(), e.id);
+            IF coalesce(is_full, false) THEN
+                EXECUTE format('SELECT (tviews.%I()).*', 'tv' || e.id || '_full') INTO r;
+                DELETE FROM tviews.repair WHERE entity_id = e.id;
+            ELSE
+                SELECT array_agg(DISTINCT k) INTO all_keys FROM tviews.queue q, unnest(q.keys) k
+                 WHERE q.id = ANY (coalesce(ids, '{}'));
+                lin := NULL;
+                IF hop_sets IS NOT NULL THEN
+                    EXECUTE format('SELECT tviews.%I($1)', 'tv' || e.id || '_lineage') INTO lin USING hop_sets;
+                END IF;
+                WITH gone AS (DELETE FROM tviews.repair WHERE entity_id = e.id RETURNING key)
+                SELECT coalesce(all_keys, '{}') || coalesce(lin, '{}') || coalesce(array_agg(key), '{}')
+                  INTO all_keys FROM gone;
+                EXECUTE format('SELECT (tviews.%I($1)).*', 'tv' || e.id || '_apply') INTO r
+                  USING ARRAY(SELECT DISTINCT k FROM unnest(all_keys) k);
+            END IF;
+            IF cardinality(r.contended) > 0 THEN
+                left_over := tviews.contend(e.id, r.contended);
+                INSERT INTO tviews.repair (entity_id, key) SELECT e.id, k FROM unnest(left_over) k
+                ON CONFLICT DO NOTHING;
+            END IF;
+            UPDATE tviews.queue SET processed_at = clock_timestamp(), attempts = attempts + 1, error_message = NULL
+             WHERE id = ANY (coalesce(ids, '{}'));
+            INSERT INTO tviews.refresh_event (entity_id, origin, rows_changed, duration_ms)
+            VALUES (e.id, 'worker', r.changed, extract(epoch FROM clock_timestamp() - started) * 1000);
+        EXCEPTION WHEN OTHERS THEN
+            UPDATE tviews.queue
+               SET attempts = attempts + 1, error_message = SQLERRM,
+                   next_attempt_at = clock_timestamp() + least(interval '5 minutes', interval '1 second' * (2 ^ attempts))
+             WHERE id = ANY (coalesce(ids, '{}'));
+            INSERT INTO tviews.refresh_event (entity_id, origin, rows_changed, duration_ms, error)
+            VALUES (e.id, 'worker', 0, extract(epoch FROM clock_timestamp() - started) * 1000, SQLERRM);
+        END;
+        handled := handled + coalesce(cardinality(ids), 0);
+    END LOOP;
+    RETURN handled;
+END
+$$;
+COMMENT ON FUNCTION tviews.pg_tviews_process_queue(integer) IS
+    'Apply pending changes of async TVIEWs (and pending repairs); returns the number of queue items handled';
+
+-- Processed items are kept for monitoring; this removes those older than `keep`.
+CREATE FUNCTION tviews.pg_tviews_queue_cleanup(keep interval DEFAULT '1 hour') RETURNS bigint
+    LANGUAGE sql SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp
+AS $$
+    WITH gone AS (DELETE FROM tviews.queue WHERE processed_at < clock_timestamp() - keep RETURNING 1)
+    SELECT count(*) FROM gone
+$$;
+
 -- BEFORE ROW trigger of generated UPDATE gates: marks that the statement changed a column some
 -- TVIEW reads (the trigger's WHEN clause compares them), so the statement trigger runs.
 CREATE FUNCTION tviews.open_gate() RETURNS trigger
@@ -592,3 +728,19 @@ SELECT e.entity_name,
   FROM tviews.entity e
   JOIN tviews.pg_tviews_stats s ON s.tview = format('%I.%I', e.schema_name, e.table_name);
 COMMENT ON VIEW tviews.pg_tviews_metadata IS 'One row per TVIEW: definition, key, sources, mode, last refresh';
+
+CREATE VIEW tviews.pg_tviews_queue AS
+SELECT q.id,
+       e.entity_name,
+       format('%I.%I', e.schema_name, e.table_name) AS tview,
+       q.created_at,
+       q.processed_at,
+       q.attempts,
+       q.next_attempt_at,
+       q.error_message,
+       q.full_refresh,
+       cardinality(q.keys) AS keys,
+       q.processed_at IS NULL AND q.attempts >= tviews.queue_max_attempts() AS failed
+  FROM tviews.queue q
+  LEFT JOIN tviews.entity e ON e.id = q.entity_id;
+COMMENT ON VIEW tviews.pg_tviews_queue IS 'Changes of async TVIEWs: pending (processed_at IS NULL), processed, failed';

@@ -1,0 +1,121 @@
+"""The async worker: applies queued changes of async TVIEWs after their writers commit.
+
+Woken by LISTEN/NOTIFY (channel pg_tviews_queue), it also polls, so a missed notification only
+delays work. Each round is one transaction (tviews.pg_tviews_process_queue): items are claimed
+with SKIP LOCKED, so several workers can run side by side. Failures are retried with exponential
+backoff and kept with their error after the last attempt. A stop request (SIGTERM, SIGINT) lets the
+current round finish.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import psycopg
+
+CHANNEL = "pg_tviews_queue"
+
+
+@dataclass
+class QueueStatus:
+    pending: int
+    failed: int
+    processed: int
+    oldest_pending_age_s: float | None
+    per_tview: list[dict]
+
+    def as_dict(self) -> dict:
+        return self.__dict__
+
+
+@dataclass
+class WorkerStats:
+    rounds: int = 0
+    items: int = 0
+    wakeups: int = 0
+
+
+def process_once(conn: psycopg.Connection, batch: int = 500) -> int:
+    """One round: apply up to `batch` queued items (and pending repairs)."""
+    with conn.transaction():
+        return conn.execute("SELECT tviews.pg_tviews_process_queue(%s)", (batch,)).fetchone()[0]
+
+
+def drain(conn: psycopg.Connection, batch: int = 500) -> int:
+    """Apply everything that is pending now; returns the number of items handled."""
+    total = 0
+    while True:
+        handled = process_once(conn, batch)
+        total += handled
+        if handled == 0:
+            return total
+
+
+def status(conn: psycopg.Connection) -> QueueStatus:
+    pending, failed, processed, oldest = conn.execute(
+        "SELECT count(*) FILTER (WHERE processed_at IS NULL AND NOT failed),"
+        "       count(*) FILTER (WHERE failed),"
+        "       count(*) FILTER (WHERE processed_at IS NOT NULL),"
+        "       extract(epoch FROM clock_timestamp() - min(created_at) FILTER (WHERE processed_at IS NULL))"
+        "  FROM tviews.pg_tviews_queue"
+    ).fetchone()
+    per = [
+        {"tview": tview, "pending": p, "failed": f, "last_error": err}
+        for tview, p, f, err in conn.execute(
+            "SELECT tview, count(*) FILTER (WHERE processed_at IS NULL AND NOT failed),"
+            "       count(*) FILTER (WHERE failed),"
+            "       (array_agg(error_message ORDER BY id DESC) FILTER (WHERE error_message IS NOT NULL))[1]"
+            "  FROM tviews.pg_tviews_queue GROUP BY tview ORDER BY tview"
+        )
+    ]
+    return QueueStatus(pending, failed, processed, float(oldest) if oldest is not None else None, per)
+
+
+def run(
+    connect: Callable[[], psycopg.Connection],
+    *,
+    stop: threading.Event,
+    batch: int = 500,
+    poll_interval: float = 1.0,
+    housekeeping_interval: float = 60.0,
+    on_round: Callable[[int], None] = lambda handled: None,
+) -> WorkerStats:
+    """Run until `stop` is set; reconnects after a lost connection."""
+    stats = WorkerStats()
+    last_housekeeping = 0.0
+    while not stop.is_set():
+        try:
+            with connect() as conn:
+                conn.autocommit = True
+                conn.execute(f"LISTEN {CHANNEL}")
+                while not stop.is_set():
+                    handled = process_once(conn, batch)
+                    stats.rounds += 1
+                    stats.items += handled
+                    on_round(handled)
+                    if time.monotonic() - last_housekeeping > housekeeping_interval:
+                        conn.execute("SELECT tviews.pg_tviews_stats_rollup(), tviews.pg_tviews_queue_cleanup()")
+                        last_housekeeping = time.monotonic()
+                    if handled:
+                        continue  # more may be waiting, or cascaded from what was just applied
+                    if _wait_for_notification(conn, poll_interval, stop):
+                        stats.wakeups += 1
+        except psycopg.OperationalError:
+            if stop.wait(poll_interval):
+                break
+    return stats
+
+
+def _wait_for_notification(conn: psycopg.Connection, timeout: float, stop: threading.Event) -> bool:
+    """Wait up to `timeout` for a notification, in short slices so that a stop request is seen."""
+    deadline = time.monotonic() + timeout
+    while not stop.is_set():
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return False
+        for _notify in conn.notifies(timeout=min(remaining, 0.25), stop_after=1):
+            return True
+    return False
