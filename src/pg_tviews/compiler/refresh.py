@@ -5,12 +5,14 @@ the backing view and upsert them in key order with ``ON CONFLICT ... DO UPDATE .
 DISTINCT FROM (new row)``, so byte-identical rows are not rewritten (no WAL, no dead tuples, no
 useless cascade), and delete rows that vanished.
 
-Maintenance must never deadlock, so it must not wait blindly for a row another transaction holds.
-A row version whose xmax is 0 is held by nobody; only rows with an xmax set (and rows to delete)
-are locked first with ``FOR UPDATE SKIP LOCKED``. Rows held by another transaction and needing a
-change are returned as *contended*; the caller waits for them safely (tviews.contend) or leaves
-them to the commit step. The upsert takes its row locks in key order, so two refreshes that race
-past the xmax check lock in the same order and cannot deadlock either.
+Maintenance must never deadlock, so it never waits blindly for a row another transaction holds:
+rows that need a change are first locked with ``FOR UPDATE SKIP LOCKED`` (in key order), and
+only those and new keys reach the upsert (its conflict path would lock a row before looking at
+it, even one that needs no change); rows
+held by another transaction are returned as *contended*, and the caller waits for them safely
+(tviews.contend) or leaves them to the commit step. (A cheaper rule that skipped this lock for rows
+whose xmax was 0 when the statement started lost that race under concurrent writers: the row can
+be locked between the snapshot and the upsert.)
 """
 
 from __future__ import annotations
@@ -45,13 +47,14 @@ def refresh_statement(definition: Definition, names: Names, columns: list[str], 
     return f"""    WITH fresh AS MATERIALIZED (
         SELECT {column_list(columns, 'd')} FROM {names.view} d{fresh_where}
     ), held AS MATERIALIZED (
-        -- rows maybe held by another transaction (xmax set) or to delete, that need a change
+        -- existing rows to change or delete
         SELECT t.{key} AS k, f.{key} IS NULL AS gone
           FROM {names.target} t LEFT JOIN fresh f ON f.{key} = t.{key}
-         WHERE {tv_where} AND (t.xmax <> '0'::xid OR f.{key} IS NULL) AND ({differs})
+         WHERE {tv_where} AND ({differs})
     ), locked AS MATERIALIZED (
         SELECT t.{key} AS k FROM {names.target} t
          WHERE t.{key} IN (SELECT h.k FROM held h)
+         ORDER BY t.{key}
            FOR UPDATE SKIP LOCKED
     ), del AS (
         DELETE FROM {names.target} t USING held h
@@ -60,7 +63,8 @@ def refresh_statement(definition: Definition, names: Names, columns: list[str], 
     ), ups AS (
         INSERT INTO {names.target} AS t ({column_list(columns)})
         SELECT {column_list(columns, 'f')} FROM fresh f
-         WHERE NOT EXISTS (SELECT FROM held h WHERE h.k = f.{key} AND h.k NOT IN (SELECT l.k FROM locked l))
+         WHERE f.{key} IN (SELECT l.k FROM locked l)
+            OR NOT EXISTS (SELECT FROM {names.target} t WHERE t.{key} = f.{key})
          ORDER BY f.{key}
         ON CONFLICT {on_conflict}
         RETURNING 1

@@ -155,48 +155,63 @@ BEGIN
 END
 $$;
 
--- Rows of a TVIEW held by other transactions: wait for them like an UPDATE would, but never when
--- a holder (transitively) waits for this transaction: such keys are returned (yielded) instead.
+-- Rows of a TVIEW held by other transactions: wait for them like an UPDATE would, but never so
+-- that a cycle of waits could form which PostgreSQL would break by aborting someone else. Waiting
+-- is safe when no holder is waiting for anything and nobody waits for this transaction; waits are
+-- short (a quarter of deadlock_timeout, at most 200 ms) and the condition is checked again before
+-- each, so any cycle that forms meanwhile is seen here before another backend's deadlock_timeout
+-- expires. When it is not safe the keys are returned (yielded): the caller leaves them to the
+-- commit step (statement time) or records them for repair (commit step); a holder that commits
+-- recomputes them itself.
 CREATE FUNCTION tviews.contend(p_entity integer, p_keys bigint[]) RETURNS bigint[]
     LANGUAGE plpgsql SECURITY DEFINER
     SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    t        tviews.entity;
-    pending  bigint[] := p_keys;
-    r        tviews.apply_result;
-    blocked  boolean;
-    attempt  integer := 0;
+    t       tviews.entity;
+    pending bigint[] := p_keys;
+    r       tviews.apply_result;
+    safe    boolean;
+    saved_lock_timeout text := current_setting('lock_timeout');
+    wait_ms integer := least(200, greatest(1, extract(epoch FROM current_setting('deadlock_timeout')::interval) * 250));
+    -- the application's own lock_timeout bounds the total wait (then the keys are yielded)
+    budget  interval := nullif(current_setting('lock_timeout')::interval, '0');
+    started timestamptz := clock_timestamp();
 BEGIN
     SELECT * INTO t FROM tviews.entity WHERE id = p_entity;
     WHILE cardinality(pending) > 0 LOOP
-        attempt := attempt + 1;
         EXECUTE format(
-            'WITH RECURSIVE holders AS ('
-            '   SELECT l.pid FROM pg_catalog.pg_locks l'
-            '    WHERE l.locktype = ''transactionid'' AND l.granted AND l.pid IS NOT NULL'
-            '      AND l.transactionid IN (SELECT t.xmax FROM %I.%I t WHERE t.%I = ANY ($1))),'
-            ' chain(pid) AS (SELECT pid FROM holders'
-            '   UNION SELECT b FROM chain c, unnest(pg_catalog.pg_blocking_pids(c.pid)) b)'
-            ' SELECT EXISTS (SELECT 1 FROM chain WHERE pid = pg_catalog.pg_backend_pid())',
+            'WITH holder AS ('
+            '   SELECT t.xmax, l.pid FROM %I.%I t LEFT JOIN pg_catalog.pg_locks l'
+            '     ON l.locktype = ''transactionid'' AND l.granted AND l.transactionid = t.xmax'
+            '    WHERE t.%I = ANY ($1) AND t.xmax <> ''0''::xid)'
+            ' SELECT NOT EXISTS (SELECT 1 FROM holder WHERE pid IS NULL'
+            '                       OR cardinality(pg_catalog.pg_blocking_pids(pid)) > 0)'
+            '    AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_stat_activity a'
+            '                     WHERE a.wait_event_type = ''Lock'''
+            '                       AND pg_catalog.pg_backend_pid() = ANY (pg_catalog.pg_blocking_pids(a.pid)))',
             t.schema_name, t.table_name, t.key_column)
-        INTO blocked USING pending;
-        IF blocked THEN
+        INTO safe USING pending;
+        IF NOT safe OR clock_timestamp() - started > budget THEN
             RETURN pending;
         END IF;
         BEGIN
-            PERFORM set_config('lock_timeout', (10 * least(attempt, 10))::text || 'ms', true);
+            PERFORM set_config('lock_timeout', wait_ms || 'ms', true);
             EXECUTE format('SELECT count(*) FROM (SELECT 1 FROM %I.%I t WHERE t.%I = ANY ($1)'
                            ' ORDER BY t.%I FOR UPDATE) s',
                            t.schema_name, t.table_name, t.key_column, t.key_column)
             USING pending;
+            PERFORM set_config('lock_timeout', saved_lock_timeout, true);
             EXECUTE format('SELECT (tviews.%I($1)).*', 'tv' || p_entity || '_apply') INTO r USING pending;
             pending := coalesce(r.contended, '{}');
-        EXCEPTION WHEN lock_not_available THEN
-            NULL;  -- a holder is still busy: look again whether waiting is safe
+        EXCEPTION
+            WHEN lock_not_available THEN
+                NULL;  -- holders still busy: check again whether waiting is safe
+            WHEN deadlock_detected THEN
+                RETURN pending;  -- a cycle formed while waiting: give way
         END;
     END LOOP;
-    RETURN '{}';
+    RETURN pending;
 END
 $$;
 
