@@ -322,3 +322,20 @@ def test_alter_mode_switches_maintenance(blog):
         blog.execute("UPDATE tb_user SET name = 'a3' WHERE pk_user = 1")
         assert blog.execute("SELECT name FROM tv_user WHERE pk_user = 1").fetchone()[0] == "a3"
     assert_exact(blog, "tv_user")
+
+
+def test_health_check_reports_drift_triggers_and_indexes(blog):
+    engine.create(blog, "tv_post", """
+        SELECT p.pk_post, p.title, (SELECT count(*) FROM tb_reply r WHERE r.fk_comment = p.pk_post) AS n
+          FROM tb_post p""")
+    findings = blog.execute("SELECT component, status FROM tviews.pg_tviews_health_check()").fetchall()
+    assert ("drift", "ok") in findings and ("catalog", "ok") in findings
+    blog.execute("SET session_replication_role = replica")
+    blog.execute("UPDATE tb_post SET title = 'unseen' WHERE pk_post = 10")
+    blog.execute("RESET session_replication_role")
+    blog.execute("ALTER TABLE tb_post DISABLE TRIGGER pg_tviews_1_upd")
+    blog.execute("DROP INDEX tb_reply_fk_comment_idx")
+    findings = {(c, st): m for c, st, m, _sev in blog.execute("SELECT * FROM tviews.pg_tviews_health_check(0)")}
+    assert "1 stale or extra rows, 1 missing rows" in findings[("drift", "fail")]
+    assert "pg_tviews_1_upd" in findings[("triggers", "fail")]
+    assert "CREATE INDEX ON public.tb_reply (fk_comment)" in findings[("indexes", "warn")]

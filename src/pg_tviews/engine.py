@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass, field
 import psycopg
 from psycopg import sql
 from psycopg.rows import dict_row
+from psycopg.types.json import Jsonb
 
 from . import catalog
 from .compiler import Compiled, Names, compile_tview, view_statement
@@ -210,13 +211,15 @@ def create(
              definition.helper_views),
         ).fetchone()[0]
         compiled = build(conn, definition, Names(entity, schema, table), mode, rank)
+        needed = lookups(definition)
         for plan in compiled.sources:
             conn.execute(
                 "INSERT INTO tviews.entity_source (entity_id, position, schema_name, table_name, kind,"
-                " columns_read, lineage) VALUES (%s, %s, %s, %s, %s, %s, %s)",
+                " columns_read, lineage, lookups) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
                 (entity, plan.position, plan.relation.schema, plan.relation.name,
                  "tview" if plan.relation.tview_id is not None else "table", plan.columns_read,
-                 psycopg.types.json.Jsonb(plan.lineage_sql)),
+                 Jsonb(plan.lineage_sql),
+                 Jsonb([lk for lk in needed if (lk["schema"], lk["table"]) == plan.relation.qualified])),
             )
         return _load(conn, entity)
 
@@ -331,13 +334,11 @@ def _has_leading_index(conn: psycopg.Connection, schema: str, table: str, column
     ).fetchone()[0]
 
 
-def missing_indexes(conn: psycopg.Connection, definition: Definition) -> list[MissingIndex]:
-    """Equality lookups that maintenance performs without a supporting index.
-
-    Lineage joins look up each intermediate table by the columns of the hop that reaches it; the
-    refresh reads children by the columns correlating them with their parent.
-    """
-    found: dict[tuple[str, tuple[str, ...]], MissingIndex] = {}
+def lookups(definition: Definition) -> list[dict]:
+    """Equality lookups maintenance performs: lineage joins read each intermediate table by the
+    columns of the hop that reaches it; the refresh reads children by the columns correlating them
+    with their parent. Each wants an index whose first column is one of `columns`."""
+    found: dict[tuple[str, str, tuple[str, ...]], dict] = {}
     for lineage in definition.lineages:
         for index, hop in enumerate(lineage.hops):
             last = index == len(lineage.hops) - 1
@@ -345,13 +346,21 @@ def missing_indexes(conn: psycopg.Connection, definition: Definition) -> list[Mi
             if not (last and lineage.direct):
                 checks.append((hop.dst, [d for _s, d in hop.pairs], "lineage"))
             for occ, cols, purpose in checks:
-                rel = occ.relation
                 if occ is definition.root and cols == [definition.root_key]:
                     continue
-                if not _has_leading_index(conn, rel.schema, rel.name, cols):
-                    key = (rel.display(), tuple(cols))
-                    found.setdefault(key, MissingIndex(rel.display(), cols, purpose))
+                rel = occ.relation
+                found.setdefault((rel.schema, rel.name, tuple(cols)),
+                                 {"schema": rel.schema, "table": rel.name, "columns": cols, "purpose": purpose})
     return list(found.values())
+
+
+def missing_indexes(conn: psycopg.Connection, definition: Definition) -> list[MissingIndex]:
+    """The lookups (see `lookups`) that have no supporting index."""
+    return [
+        MissingIndex(f"{lk['schema']}.{lk['table']}", lk["columns"], lk["purpose"])
+        for lk in lookups(definition)
+        if not _has_leading_index(conn, lk["schema"], lk["table"], lk["columns"])
+    ]
 
 
 def explain(conn: psycopg.Connection, name: str) -> Explanation:

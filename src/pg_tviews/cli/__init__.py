@@ -68,7 +68,13 @@ def _global(
 
 
 def _register() -> None:
-    from . import bench_cmds, catalog_cmds, runtime_cmds, server_cmds, tview_cmds  # noqa: F401  (register on import)
+    """Import every `*_cmds` module of this package: commands register themselves on import."""
+    import importlib
+    import pkgutil
+
+    for module in pkgutil.iter_modules(__path__):
+        if module.name.endswith("_cmds"):
+            importlib.import_module(f"{__name__}.{module.name}")
 
 
 def main(argv: list[str] | None = None) -> int:
