@@ -16,7 +16,8 @@ def test_install_is_idempotent_and_reports_version(conn):
     second = catalog.install(conn)
     assert not second.changed and second.version == first.version
     rows = conn.execute("SELECT script, direction FROM tviews.schema_migration ORDER BY id").fetchall()
-    assert rows == [(name, "install") for name in first.applied]
+    assert [name for name, _d in rows] == first.applied
+    assert [d for _n, d in rows] == ["install"] + ["up"] * (len(rows) - 1)
 
 
 def test_unknown_version_is_refused(conn):

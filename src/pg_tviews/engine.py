@@ -22,7 +22,6 @@ from .identifiers import parse_relation_name
 
 MODES = ("immediate", "deferred", "async")
 INTEGER_TYPES = ("smallint", "integer", "bigint")
-TVIEW_PREFIX = "tv_"
 
 
 @dataclass
@@ -75,10 +74,6 @@ def resolve_target(conn: psycopg.Connection, name: str) -> tuple[str, str]:
             raise UsageError("no schema to create the TVIEW in (search_path names no existing schema)",
                              hint="qualify the name: schema.tv_name")
     return schema, table
-
-
-def entity_name(table: str) -> str:
-    return table[len(TVIEW_PREFIX):] if table.startswith(TVIEW_PREFIX) and len(table) > len(TVIEW_PREFIX) else table
 
 
 def _find(conn: psycopg.Connection, name: str) -> int | None:
@@ -202,20 +197,17 @@ def create(
         _check_key_type(definition)
         rank = _rank(conn, definition, (schema, table))
         search_path = conn.execute("SELECT current_setting('search_path')").fetchone()[0]
+        # the catalog is written through its own functions: the table layout differs between versions
         entity = conn.execute(
-            "INSERT INTO tviews.entity (schema_name, table_name, entity_name, definition, search_path, key_column,"
-            " root_schema, root_table, root_key, mode, rank, helper_views)"
-            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING id",
-            (schema, table, entity_name(table), definition.sql, search_path, definition.key,
-             definition.root.relation.schema, definition.root.relation.name, definition.root_key, mode, rank,
-             definition.helper_views),
+            "SELECT tviews.register_tview(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+            (schema, table, definition.sql, search_path, definition.key, definition.root.relation.schema,
+             definition.root.relation.name, definition.root_key, mode, rank, definition.helper_views),
         ).fetchone()[0]
         compiled = build(conn, definition, Names(entity, schema, table), mode, rank)
         needed = lookups(definition)
         for plan in compiled.sources:
             conn.execute(
-                "INSERT INTO tviews.entity_source (entity_id, position, schema_name, table_name, kind,"
-                " columns_read, lineage, lookups) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
+                "SELECT tviews.register_source(%s, %s, %s, %s, %s, %s, %s, %s)",
                 (entity, plan.position, plan.relation.schema, plan.relation.name,
                  "tview" if plan.relation.tview_id is not None else "table", plan.columns_read,
                  Jsonb(plan.lineage_sql),
@@ -439,5 +431,5 @@ def alter(conn: psycopg.Connection, name: str, *, mode: str) -> TView:
             while conn.execute("SELECT tviews.pg_tviews_process_queue(5000)").fetchone()[0]:
                 pass
         regenerate(conn, tview, mode)
-        conn.execute("UPDATE tviews.entity SET mode = %s, altered_at = now() WHERE id = %s", (mode, tview.id))
+        conn.execute("SELECT tviews.set_mode(%s, %s)", (tview.id, mode))
         return _load(conn, tview.id)
