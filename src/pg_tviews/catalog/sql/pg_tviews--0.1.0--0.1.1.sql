@@ -9,7 +9,8 @@ CREATE OR REPLACE FUNCTION tviews.pg_tviews_version() RETURNS text
 ---------------------------------------------------------------------------------------------------
 
 -- One row per finding: component, status (ok, warn, fail), message, severity (info, warning,
--- error). `sample` keys per TVIEW are compared with the definition (NULL or 0: all of them).
+-- error). About `sample` keys per TVIEW are compared with the definition, read from a sample of
+-- the root's pages (NULL or 0: every row; negative: no comparison).
 CREATE FUNCTION tviews.pg_tviews_health_check(sample integer DEFAULT 100)
     RETURNS TABLE (component text, status text, message text, severity text)
     LANGUAGE plpgsql
@@ -77,15 +78,24 @@ BEGIN
         END LOOP;
 
         -- drift: sampled keys of the root compared with the definition
-        IF coalesce(sample, 0) > 0 THEN
+        IF sample < 0 THEN
+            extra := 0;
+            absent := 0;
+        ELSIF coalesce(sample, 0) > 0 THEN
+            -- TABLESAMPLE SYSTEM reads only the sampled pages, whatever the table's size
             EXECUTE format(
-                'WITH keys AS ((SELECT r.%1$I::bigint AS k FROM %2$I.%3$I r ORDER BY random() LIMIT $1)'
-                '              UNION (SELECT t.%4$I::bigint FROM %5$s t ORDER BY random() LIMIT $1)),'
+                'WITH keys AS ((SELECT r.%1$I::bigint AS k FROM %2$I.%3$I r'
+                '                 TABLESAMPLE SYSTEM (least(100, 100.0 * $1 / greatest(1, (SELECT reltuples'
+                '                   FROM pg_catalog.pg_class WHERE oid = %7$L::regclass)))) LIMIT $1)'
+                '              UNION (SELECT t.%4$I::bigint FROM %5$s t'
+                '                 TABLESAMPLE SYSTEM (least(100, 100.0 * $1 / greatest(1, (SELECT reltuples'
+                '                   FROM pg_catalog.pg_class WHERE oid = %8$L::regclass)))) LIMIT $1)),'
                 ' fresh AS (SELECT d.* FROM tviews.%6$I d WHERE d.%4$I IN (SELECT k FROM keys)),'
                 ' cur AS (SELECT t.* FROM %5$s t WHERE t.%4$I IN (SELECT k FROM keys))'
                 ' SELECT (SELECT count(*) FROM (SELECT * FROM cur EXCEPT ALL SELECT * FROM fresh) x),'
                 '        (SELECT count(*) FROM (SELECT * FROM fresh EXCEPT ALL SELECT * FROM cur) y)',
-                t.root_key, t.root_schema, t.root_table, t.key_column, target, 'tv' || t.id || '_def')
+                t.root_key, t.root_schema, t.root_table, t.key_column, target, 'tv' || t.id || '_def',
+                format('%I.%I', t.root_schema, t.root_table), target)
             INTO extra, absent USING sample;
         ELSE
             EXECUTE format('SELECT (SELECT count(*) FROM (SELECT * FROM %1$s EXCEPT ALL SELECT * FROM tviews.%2$I) x),'
@@ -93,7 +103,9 @@ BEGIN
                            target, 'tv' || t.id || '_def')
             INTO extra, absent;
         END IF;
-        IF extra + absent > 0 THEN
+        IF sample < 0 THEN
+            NULL;
+        ELSIF extra + absent > 0 THEN
             RETURN QUERY SELECT 'drift', 'fail',
                 format('TVIEW %s differs from its definition: %s stale or extra rows, %s missing rows%s', target, extra,
                        absent, CASE WHEN coalesce(sample, 0) > 0 THEN format(' (in a sample of %s keys)', sample) ELSE '' END),
