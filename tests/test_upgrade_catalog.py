@@ -45,10 +45,10 @@ def fresh(pg, cache, version: str):
     return cache[(pg.major, version)]
 
 
-def dump_and_restore(pg, dsn: str) -> str:
+def dump_and_restore(pg, dbname: str) -> str:
     """Dump the database with pg_dump and restore it into a new one; returns the new DSN."""
     target = pg.create_database(template="template0", prefix="restored")
-    dump = subprocess.run([str(pg.cluster.binaries.tool("pg_dump")), "-Fc", "-d", dsn],
+    dump = subprocess.run([str(pg.cluster.binaries.tool("pg_dump")), "-Fc", "-d", pg.dsn(dbname)],
                           capture_output=True, check=True).stdout
     subprocess.run([str(pg.cluster.binaries.tool("pg_restore")), "--exit-on-error", "-d", pg.dsn(target)],
                    input=dump, capture_output=True, check=True)
@@ -79,7 +79,7 @@ def test_migration_step(pg, conn, fresh_fingerprints, source, target):
     assert_exact(conn, *workload.TVIEWS, context=f"writes after {source} -> {target}")
     assert [(e.from_version, e.to_version, e.result) for e in journal.history(conn)][-1] == (source, target, "succeeded")
 
-    restored = dump_and_restore(pg, conn.info.dsn)
+    restored = dump_and_restore(pg, conn.info.dbname)
     with psycopg.connect(restored, autocommit=True) as copy:
         differences = fp.differences(fp.fingerprint(copy), fresh(pg, fresh_fingerprints, target))
         assert not differences, "\n".join(differences)
