@@ -1,0 +1,109 @@
+"""Health of the TVIEWs of a database: the findings of tviews.pg_tviews_health_check().
+
+The checks themselves live in the catalog (so any SQL client or scheduler can run them); this
+module reads them, attributes each finding to its TVIEW and decides whether the database passes.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+
+import psycopg
+
+from .. import catalog
+from ..errors import CheckFailed, UsageError
+
+SEVERITIES = ("info", "warning", "error")
+DEFAULT_SAMPLE = 100
+
+
+@dataclass
+class Finding:
+    """One result of a check: what it is about (component, TVIEW), how bad, and what was seen."""
+
+    component: str
+    status: str  # ok, warn, fail
+    severity: str  # info, warning, error
+    message: str
+    tview: str | None = None
+
+
+@dataclass
+class HealthReport:
+    findings: list[Finding]
+    sample: int  # keys compared per TVIEW; 0: every row
+
+    @property
+    def counts(self) -> dict[str, int]:
+        found = Counter(f.severity for f in self.findings)
+        return {severity: found.get(severity, 0) for severity in SEVERITIES}
+
+    @property
+    def errors(self) -> list[Finding]:
+        return [f for f in self.findings if f.severity == "error"]
+
+    @property
+    def warnings(self) -> list[Finding]:
+        return [f for f in self.findings if f.severity == "warning"]
+
+    @property
+    def healthy(self) -> bool:
+        return not self.errors
+
+    @property
+    def problems(self) -> list[Finding]:
+        """Warnings and errors, the findings worth showing when space is short."""
+        return [f for f in self.findings if f.severity != "info"]
+
+    def as_dict(self) -> dict:
+        return {
+            "healthy": self.healthy,
+            "sample": self.sample,
+            "counts": self.counts,
+            "findings": [asdict(f) for f in self.findings],
+        }
+
+
+@dataclass
+class _Names:
+    """Display names of the TVIEWs (as the health check prints them), longest first."""
+
+    names: list[str] = field(default_factory=list)
+
+    def owner(self, message: str) -> str | None:
+        # messages name their TVIEW as `TVIEW <name>: ...` or `TVIEW <name> <verb> ...`; the
+        # longest match wins, so that `s.tv_a` is not taken for `s.tv_ab`
+        for name in self.names:
+            prefix = f"TVIEW {name}"
+            if message.startswith(prefix) and message[len(prefix):len(prefix) + 1] in (":", " "):
+                return name
+        return None
+
+
+def check(conn: psycopg.Connection, sample: int = DEFAULT_SAMPLE) -> HealthReport:
+    """Run every health check; `sample` keys per TVIEW are compared with the definition (0: all)."""
+    if sample < 0:
+        raise UsageError(f"--sample must be 0 or more, not {sample}", hint="0 compares every row")
+    catalog.require(conn)
+    names = _Names(sorted(
+        (r[0] for r in conn.execute("SELECT format('%I.%I', schema_name, table_name) FROM tviews.entity")),
+        key=len, reverse=True,
+    ))
+    with conn.transaction():
+        rows = conn.execute(
+            "SELECT component, status, severity, message FROM tviews.pg_tviews_health_check(%s)", (sample,)
+        ).fetchall()
+    findings = [Finding(c, s, sev, m, names.owner(m)) for c, s, sev, m in rows]
+    return HealthReport(findings, sample)
+
+
+def require_healthy(report: HealthReport, *, strict: bool = False) -> None:
+    """Raise CheckFailed when the report has errors (or warnings, when strict)."""
+    failing = report.errors + (report.warnings if strict else [])
+    if failing:
+        kinds = "errors" if not strict else "errors or warnings"
+        raise CheckFailed(
+            f"health check failed: {len(failing)} {kinds}; first: {failing[0].message}",
+            hint="see the findings above; `pg-tviews verify --repair` fixes drifted rows",
+        )
