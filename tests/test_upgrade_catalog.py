@@ -14,6 +14,7 @@ import pytest
 import workload
 from oracle import assert_exact
 from pg_tviews import catalog
+from pg_tviews.catalog import extension
 from pg_tviews.upgrade import fingerprint as fp
 from pg_tviews.upgrade import journal, migrate
 
@@ -27,31 +28,48 @@ STEPS = [
 ]
 
 
+MODES = ["schema", "extension"]
+
+
 @pytest.fixture(scope="module")
 def fresh_fingerprints():
     return {}
 
 
-def fresh(pg, cache, version: str):
+@pytest.fixture
+def extension_files(pg):
+    """The extension's files in the cluster's installation (what `pg-tviews extension install` does)."""
+    return extension.install_files(pg.cluster.binaries.sharedir())
+
+
+def fresh(pg, cache, version: str, mode: str = "schema"):
     """Fingerprint of a fresh install of `version` on this cluster (computed once)."""
-    if (pg.major, version) not in cache:
+    if (pg.major, version, mode) not in cache:
         name = pg.create_database(prefix="fresh")
         try:
             with psycopg.connect(pg.dsn(name), autocommit=True) as conn:
-                catalog.install(conn, version)
-                cache[(pg.major, version)] = fp.fingerprint(conn)
+                catalog.install(conn, version, mode=mode)
+                cache[(pg.major, version, mode)] = fp.fingerprint(conn)
         finally:
             pg.drop_database(name)
-    return cache[(pg.major, version)]
+    return cache[(pg.major, version, mode)]
 
 
-def dump_and_restore(pg, dbname: str) -> str:
-    """Dump the database with pg_dump and restore it into a new one; returns the new DSN."""
+def dump_and_restore(pg, dbname: str, extension_version: str | None = None) -> str:
+    """Dump the database with pg_dump and restore it into a new one; returns the new DSN.
+
+    pg_dump records CREATE EXTENSION without a version, so in extension mode the restoring side
+    creates the extension at the dumped version first (as `pg-tviews migrate` does)."""
     target = pg.create_database(template="template0", prefix="restored")
+    if extension_version:
+        with psycopg.connect(pg.dsn(target), autocommit=True) as conn:
+            conn.execute(psycopg.sql.SQL("CREATE EXTENSION pg_tviews VERSION {}").format(
+                psycopg.sql.Literal(extension_version)))
     dump = subprocess.run([str(pg.cluster.binaries.tool("pg_dump")), "-Fc", "-d", pg.dsn(dbname)],
                           capture_output=True, check=True).stdout
-    subprocess.run([str(pg.cluster.binaries.tool("pg_restore")), "--exit-on-error", "-d", pg.dsn(target)],
-                   input=dump, capture_output=True, check=True)
+    restore = subprocess.run([str(pg.cluster.binaries.tool("pg_restore")), "--exit-on-error", "-d", pg.dsn(target)],
+                             input=dump, capture_output=True)
+    assert restore.returncode == 0, restore.stderr.decode()
     return pg.dsn(target)
 
 
@@ -62,26 +80,28 @@ def some_writes(conn) -> None:
     conn.execute("UPDATE tb_post SET fk_user = 5 WHERE pk_post = 24")
 
 
+@pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("source, target", STEPS, ids=[f"{a}-to-{b}" for a, b in STEPS])
-def test_migration_step(pg, conn, fresh_fingerprints, source, target):
-    catalog.install(conn, source)
+def test_migration_step(pg, conn, fresh_fingerprints, extension_files, source, target, mode):
+    catalog.install(conn, source, mode=mode)
     workload.setup(conn, "immediate")
     some_writes(conn)
     assert_exact(conn, *workload.TVIEWS, context=f"on {source}")
 
     result = migrate.run(conn, target)
     assert result.result == "succeeded", result.error
-    assert catalog.installed(conn).version == target
-    differences = fp.differences(fp.fingerprint(conn), fresh(pg, fresh_fingerprints, target))
+    assert catalog.installed(conn).version == target and catalog.installed(conn).mode == mode
+    differences = fp.differences(fp.fingerprint(conn), fresh(pg, fresh_fingerprints, target, mode))
     assert not differences, "\n".join(differences)
     assert_exact(conn, *workload.TVIEWS, context=f"after {source} -> {target}")
     some_writes(conn)
     assert_exact(conn, *workload.TVIEWS, context=f"writes after {source} -> {target}")
     assert [(e.from_version, e.to_version, e.result) for e in journal.history(conn)][-1] == (source, target, "succeeded")
 
-    restored = dump_and_restore(pg, conn.info.dbname)
+    restored = dump_and_restore(pg, conn.info.dbname, target if mode == "extension" else None)
     with psycopg.connect(restored, autocommit=True) as copy:
-        differences = fp.differences(fp.fingerprint(copy), fresh(pg, fresh_fingerprints, target))
+        assert catalog.installed(copy).mode == mode
+        differences = fp.differences(fp.fingerprint(copy), fresh(pg, fresh_fingerprints, target, mode))
         assert not differences, "\n".join(differences)
         some_writes(copy)
         assert_exact(copy, *workload.TVIEWS, context=f"restored after {source} -> {target}")
@@ -93,3 +113,13 @@ def test_chain_is_consistent():
     for a in chain.versions:
         for b in chain.versions:
             chain.path(a, b)  # every version reaches every other
+
+
+@pytest.mark.parametrize("version", ["0.1.0", "0.1.1", "0.2.0"])
+def test_both_install_modes_give_the_same_catalog(pg, fresh_fingerprints, extension_files, version):
+    differences = fp.differences(fresh(pg, fresh_fingerprints, version, "schema"),
+                                 fresh(pg, fresh_fingerprints, version, "extension"), ignore=("extension_config",))
+    assert not differences, "\n".join(differences)
+    config = fresh(pg, fresh_fingerprints, version, "extension")["extension_config"][0][0]
+    assert {"repair", "queue", "refresh_stat", "upgrade_history"} <= set(config)
+    assert ({"entity", "entity_source"} if version == "0.2.0" else {"tview"}) <= set(config)

@@ -88,16 +88,24 @@ def apply_scripts(conn: psycopg.Connection, scripts: list[chain_mod.Script]) -> 
         )
 
 
-def install(conn: psycopg.Connection, version: str | None = None) -> InstallResult:
-    """Install the catalog at `version` (default: current) in schema mode; idempotent.
+MODES = ("schema", "extension")
 
-    Runs in one transaction (a savepoint when the caller already has one open) under an advisory
-    lock, so a failure leaves the database as it was and concurrent installs wait for each other.
-    Installing over a different installed version is refused: that is an upgrade or a downgrade.
+
+def install(conn: psycopg.Connection, version: str | None = None, *, mode: str = "schema") -> InstallResult:
+    """Install the catalog at `version` (default: current); idempotent.
+
+    mode "schema" applies the chain's scripts from here (works on managed PostgreSQL); mode
+    "extension" runs CREATE EXTENSION, which needs the extension files in the server's installation
+    (`pg-tviews extension install`). Runs in one transaction (a savepoint when the caller already
+    has one open) under an advisory lock, so a failure leaves the database as it was and concurrent
+    installs wait for each other. Installing over a different installed version is refused: that is
+    an upgrade or a downgrade.
     """
     chain = chain_mod.load()
     target = version or chain.current
     chain.check_known(target)
+    if mode not in MODES:
+        raise CatalogError(f"unknown install mode {mode!r}", hint="use schema or extension")
     with conn.transaction():
         conn.execute(CATALOG_LOCK_SQL)
         found = installed(conn)
@@ -115,9 +123,24 @@ def install(conn: psycopg.Connection, version: str | None = None) -> InstallResu
                 f"schema {SCHEMA} exists but holds no pg_tviews catalog",
                 hint=f"rename or drop the schema {SCHEMA} first; pg_tviews needs it",
             )
-        scripts = chain.install_path(target)
-        apply_scripts(conn, scripts)
-    return InstallResult(target, "schema", None, [s.name for s in scripts], ensure_search_path(conn))
+        if mode == "extension":
+            available = conn.execute(
+                "SELECT 1 FROM pg_catalog.pg_available_extension_versions WHERE name = 'pg_tviews' AND version = %s",
+                (target,),
+            ).fetchone()
+            if available is None:
+                raise CatalogError(
+                    f"the server has no pg_tviews {target} extension files",
+                    hint="install them with `pg-tviews extension install --pg-config .../pg_config`, "
+                         "or install in schema mode",
+                )
+            conn.execute(psycopg.sql.SQL("CREATE EXTENSION pg_tviews VERSION {}").format(psycopg.sql.Literal(target)))
+            applied = [f"CREATE EXTENSION pg_tviews VERSION '{target}'"]
+        else:
+            scripts = chain.install_path(target)
+            apply_scripts(conn, scripts)
+            applied = [s.name for s in scripts]
+    return InstallResult(target, mode, None, applied, ensure_search_path(conn))
 
 
 def ensure_search_path(conn: psycopg.Connection) -> str:

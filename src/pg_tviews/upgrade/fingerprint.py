@@ -84,9 +84,13 @@ _QUERIES = {
 def fingerprint(conn: psycopg.Connection) -> dict[str, list[tuple]]:
     """The catalog fingerprint of the connected database (see the module notes)."""
     return {
-        name: [tuple(row) for row in conn.execute(query, {"generated": GENERATED}).fetchall()]
+        name: [tuple(_hashable(v) for v in row) for row in conn.execute(query, {"generated": GENERATED}).fetchall()]
         for name, query in _QUERIES.items()
     }
+
+
+def _hashable(value):
+    return tuple(value) if isinstance(value, list) else value
 
 
 def differences(a: dict[str, list[tuple]], b: dict[str, list[tuple]], *, ignore: tuple[str, ...] = ()) -> list[str]:
