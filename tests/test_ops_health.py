@@ -7,6 +7,7 @@ import json
 import pytest
 
 import workload
+from pg_tviews import worker
 from pg_tviews.cli import main
 from pg_tviews.errors import CheckFailed, UsageError
 from pg_tviews.ops import health
@@ -84,3 +85,16 @@ def test_bad_input_and_missing_catalog(pg, tvconn, conn, capsys):
     assert code == 2 and "--sample" in err
     code, _out, err = cli(capsys, "--dsn", conn.info.dsn, "health")
     assert code == 2 and "not installed" in err
+
+
+@pytest.mark.majors("newest")
+def test_async_backlog_is_lag_not_drift(pg, tvconn):
+    workload.setup(tvconn, "async")
+    tvconn.execute("UPDATE tb_user SET name = 'renamed' WHERE pk_user = 1")
+    report = health.check(tvconn, sample=0)
+    assert report.healthy
+    lag = [f for f in report.warnings if f.component == "drift"]
+    assert {f.tview for f in lag} == {"public.tv_post", "public.tv_user"}
+    assert all("async lag" in f.message for f in lag)
+    worker.drain(tvconn)
+    assert not [f for f in health.check(tvconn, sample=0).problems if f.component == "drift"]

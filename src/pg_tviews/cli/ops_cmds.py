@@ -74,11 +74,14 @@ def compact_table(*columns: tuple[str, str]) -> Table:
     return table
 
 
-def _error_cell(message: str | None, at: dt.datetime | None, now: dt.datetime | None = None) -> Text:
-    if not message:
-        return Text("")
-    first = message.strip().splitlines()[0]
-    return Text(f"{first[:60]}{'…' if len(first) > 60 else ''} ({ago(at, now)})", style="red")
+def last_errors(rows: list[tuple[str, int, str | None, dt.datetime | None]], now: dt.datetime | None = None) -> Text:
+    """`TVIEW: N failed refreshes, last 3m ago: message` for each (tview, count, message, at) with one."""
+    lines = [
+        Text.assemble((tview, "bold"), f": {count} failed refreshes, last {ago(at, now)}: ",
+                      (message.strip().splitlines()[0], "red"))
+        for tview, count, message, at in rows if message
+    ]
+    return Text("\n").join(lines)
 
 
 # -- health -------------------------------------------------------------------------------------------------
@@ -141,16 +144,15 @@ def stats(
         if not rows:
             console.print("no TVIEWs")
             return
-        errors = any(s.last_error for s in rows)
         table = compact_table(("TVIEW", "left"), ("mode", "left"), ("refreshes", "right"), ("rows changed", "right"),
                               ("time", "right"), ("mean", "right"), ("last", "left"))
-        if errors:
-            table.add_column("last error", overflow="fold")
         for s in rows:
-            cells = [s.tview, s.mode, f"{s.refresh_count:,}", f"{s.rows_changed:,}", duration(s.total_ms),
-                     duration(s.mean_ms), ago(s.last_refreshed)]
-            table.add_row(*cells, *([_error_cell(s.last_error, s.last_error_at)] if errors else []))
+            table.add_row(s.tview, s.mode, f"{s.refresh_count:,}", f"{s.rows_changed:,}", duration(s.total_ms),
+                          duration(s.mean_ms), ago(s.last_refreshed))
         console.print(table)
+        errors = last_errors([(s.tview, s.error_count, s.last_error, s.last_error_at) for s in rows])
+        if errors.plain:
+            console.print(errors)
 
     st.out.emit([s.as_dict() for s in rows], render)
 
@@ -163,26 +165,24 @@ def status_screen(report: status_mod.StatusReport) -> RenderableType:
     now = report.taken_at
     title = Text.assemble(("pg_tviews ", "bold"), f"{report.catalog_version} · database {report.database} · ",
                           (now.strftime("%Y-%m-%d %H:%M:%S %Z"), "dim"))
-    errors = any(t.last_error for t in report.tviews)
     table = compact_table(("TVIEW", "left"), ("mode", "left"), ("rows", "right"), ("size", "right"),
                           ("freshness", "left"), ("refreshes", "right"), ("last refresh", "left"))
-    if errors:
-        table.add_column("last error", overflow="fold")
     for t in report.tviews:
         rows = "-" if t.rows is None else f"{'~' if t.rows_estimated else ''}{t.rows:,}"
         if t.current:
             freshness = Text("current", style="green")
         else:
             freshness = Text(f"{t.pending} pending, oldest {t.oldest_pending_age_s or 0:.0f}s", style="yellow")
-        cells = [t.tview, t.mode, rows, size(t.size_bytes), freshness, f"{t.refresh_count:,}",
-                 ago(t.last_refreshed, now)]
-        table.add_row(*cells, *([_error_cell(t.last_error, t.last_error_at, now)] if errors else []))
+        table.add_row(t.tview, t.mode, rows, size(t.size_bytes), freshness, f"{t.refresh_count:,}",
+                      ago(t.last_refreshed, now))
     q = report.queue
     oldest = f"{q.oldest_pending_age_s:.0f}s" if q.oldest_pending_age_s is not None else "-"
     queue_line = Text.assemble(("queue ", "bold"), f"pending {q.pending}, ",
                                (f"failed {q.failed}", "bold red" if q.failed else ""),
                                f", processed {q.processed}, oldest pending {oldest}")
-    parts: list[RenderableType] = [title, table if report.tviews else Text("no TVIEWs"), queue_line]
+    errors = last_errors([(t.tview, t.error_count, t.last_error, t.last_error_at) for t in report.tviews], now)
+    parts: list[RenderableType] = [title, table if report.tviews else Text("no TVIEWs"),
+                                   *([errors] if errors.plain else []), queue_line]
     if report.health is not None:
         parts.append(Text("health ", style="bold") + health_summary(report.health))
         if report.health.problems:

@@ -82,20 +82,44 @@ class _Names:
 
 
 def check(conn: psycopg.Connection, sample: int = DEFAULT_SAMPLE) -> HealthReport:
-    """Run every health check; `sample` keys per TVIEW are compared with the definition (0: all)."""
+    """Run every health check; `sample` keys per TVIEW are compared with the definition (0: all).
+
+    Differences of an async TVIEW that still has queued changes are lag, not drift: they are
+    reported as a warning saying so. The queue is read in the same snapshot as the comparison.
+    """
     if sample < 0:
         raise UsageError(f"--sample must be 0 or more, not {sample}", hint="0 compares every row")
     catalog.require(conn)
-    names = _Names(sorted(
-        (r[0] for r in conn.execute("SELECT format('%I.%I', schema_name, table_name) FROM tviews.entity")),
-        key=len, reverse=True,
-    ))
+    outer = conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE
     with conn.transaction():
+        if not outer:
+            conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
         rows = conn.execute(
             "SELECT component, status, severity, message FROM tviews.pg_tviews_health_check(%s)", (sample,)
         ).fetchall()
-    findings = [Finding(c, s, sev, m, names.owner(m)) for c, s, sev, m in rows]
+        tviews = conn.execute(
+            "SELECT format('%I.%I', e.schema_name, e.table_name),"
+            "       (SELECT count(*) FROM tviews.queue q WHERE q.entity_id = e.id AND q.processed_at IS NULL)"
+            "  FROM tviews.entity e"
+        ).fetchall()
+    names = _Names(sorted((name for name, _pending in tviews), key=len, reverse=True))
+    pending = dict(tviews)
+    findings = []
+    for component, status, severity, message in rows:
+        finding = Finding(component, status, severity, message, names.owner(message))
+        if component == "drift" and severity == "error" and pending.get(finding.tview):
+            finding = _lag(finding, pending[finding.tview])
+        findings.append(finding)
     return HealthReport(findings, sample)
+
+
+def _lag(finding: Finding, pending: int) -> Finding:
+    return Finding(
+        finding.component, "warn", "warning",
+        f"{finding.message}; {pending} queued changes are not applied yet (async lag, not necessarily drift:"
+        " run the worker or `pg-tviews queue --drain`, then check again)",
+        finding.tview,
+    )
 
 
 def require_healthy(report: HealthReport, *, strict: bool = False) -> None:
