@@ -59,15 +59,24 @@ def test_install_with_dsn_and_json(db):
 def test_quickstart_twice_then_stop():
     workdir = harness.scratch_dir("pg_tviews-quickstart-")
     try:
-        first = run("quickstart", cwd=workdir)
+        first = run("quickstart", cwd=workdir)  # the whole demo, benchmark included
         assert first.returncode == 0, first.stderr
         assert "initialized" in first.stdout and "psql 'postgresql://" in first.stdout
+        for text in ("by Ada Lovelace, 6 comments", "public.tv_post", "health healthy",
+                     "REFRESH MATERIALIZED VIEW", "update 1000 posts", "explore further", "status --watch"):
+            assert text in first.stdout, first.stdout
         assert (workdir / ".pg_tviews" / "data" / "PG_VERSION").exists()
-        second = run("--json", "quickstart", cwd=workdir)
+        second = run("--json", "quickstart", "--no-bench", cwd=workdir)
         assert second.returncode == 0, second.stderr
         report = json.loads(second.stdout)
         assert report["server"]["actions"] == ["reused"]
         assert not report["catalog"]["changed"]
+        demo = report["demo"]
+        assert demo["database"] == "pg_tviews_demo" and demo["bench"] is None
+        assert demo["steps"][-1]["document"]["title"] == "Notes on the Analytical Engine"
+        assert demo["status"]["health"]["healthy"]
+        status = run("--json", "--dsn", demo["dsn"], "status")
+        assert status.returncode == 0 and len(json.loads(status.stdout)["tviews"]) == 2
         stop = run("server", "stop", cwd=workdir)
         assert stop.returncode == 0 and "stopped" in stop.stdout
         status = json.loads(run("--json", "server", "status", cwd=workdir).stdout)

@@ -120,14 +120,17 @@ def _latencies(conn: psycopg.Connection, rng: random.Random, scale: Scale, n: in
     return times
 
 
-def _throughput(dsn: str, clients: int, seconds: float, scale: Scale, seed: int) -> int:
-    """Transactions committed by `clients` concurrent writers in `seconds` (disjoint rows)."""
+def _throughput(dsn: str, clients: int, seconds: float, scale: Scale, seed: str) -> int:
+    """Transactions committed by `clients` concurrent writers in `seconds` (disjoint rows).
+
+    Every phase needs its own `seed`: a write repeating the title a row already has changes no
+    TVIEW row, and would not be the write being measured."""
     stop = threading.Event()
     committed = [0] * clients
     failures: list[BaseException] = []
 
     def client(index: int) -> None:
-        rng = random.Random(seed * 1000 + index)
+        rng = random.Random(f"{seed}:{index}")
         share = scale.posts // clients
         try:
             with psycopg.connect(dsn, autocommit=True) as conn:
@@ -187,7 +190,7 @@ def measure(
                         results[variant].latencies_ms += _latencies(conn, rng, scale, iterations)
                         if clients:
                             results[variant].transactions += _throughput(target, clients, seconds, scale,
-                                                                         seed + round_no)
+                                                                         f"{seed}:{round_no}:{variant}")
                             results[variant].seconds += seconds
                 conn.execute(commit_steps[VARIANTS[0]])
                 started = time.perf_counter()
