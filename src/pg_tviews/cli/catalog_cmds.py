@@ -21,17 +21,21 @@ from .ops_cmds import status_screen
 def install(
     ctx: typer.Context,
     version: Annotated[str | None, typer.Option("--version", help="Catalog version (default: current)")] = None,
+    mode: Annotated[str, typer.Option("--mode", help="schema (scripts applied from here) or extension "
+                                                      "(CREATE EXTENSION; files installed on the server)")] = "schema",
 ) -> None:
     """Install the pg_tviews catalog (schema tviews) in the database; idempotent."""
     st = state(ctx)
     with st.connect() as conn:
-        result = catalog.install(conn, version)
+        result = catalog.install(conn, version, mode=mode)
 
     def render(console: Console) -> None:
         if result.changed:
             console.print(f"installed pg_tviews {result.version} ({result.mode} mode): {', '.join(result.applied)}")
         else:
             console.print(f"pg_tviews {result.version} is already installed ({result.mode} mode)")
+        if result.search_path:
+            console.print(result.search_path)
 
     st.out.emit(result, render)
 

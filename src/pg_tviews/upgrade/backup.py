@@ -88,7 +88,7 @@ def backup(dsn: str, directory: str | Path, *, jobs: int = 2, bindir: str | None
         database = conn.info.dbname
         found = catalog.installed(conn)
         tables = [r[0] for r in conn.execute(
-            "SELECT c.oid::regclass::text FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n"
+            "SELECT format('%I.%I', n.nspname, c.relname) FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n"
             " ON n.oid = c.relnamespace WHERE c.relkind IN ('r', 'p') AND c.relpersistence = 'p'"
             " AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\\_toast%%'"
             " ORDER BY 1")]
@@ -97,6 +97,9 @@ def backup(dsn: str, directory: str | Path, *, jobs: int = 2, bindir: str | None
             progress("counting rows", index, len(tables))
             counts[table] = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(sql.SQL(table))).fetchone()[0]
         progress("counting rows", len(tables), len(tables))
+        settings = [r[0] for r in conn.execute(
+            "SELECT unnest(s.setconfig) FROM pg_catalog.pg_db_role_setting s JOIN pg_catalog.pg_database d"
+            " ON d.oid = s.setdatabase WHERE d.datname = current_database() AND s.setrole = 0")]
         tviews = []
         if found.installed:
             tviews = [dict(zip(("schema", "table", "key", "mode", "definition"), r)) for r in conn.execute(
@@ -113,6 +116,7 @@ def backup(dsn: str, directory: str | Path, *, jobs: int = 2, bindir: str | None
         "pg_dump_major": client.major,
         "catalog": {"version": found.version, "mode": found.mode, "tviews": tviews},
         "counts": counts,
+        "database_settings": settings,
     }
     (target / MANIFEST).write_text(json.dumps(manifest, indent=2))
     duration = (dt.datetime.now(dt.timezone.utc) - started).total_seconds()
@@ -147,39 +151,83 @@ def load_manifest(directory: str | Path) -> dict:
         raise CheckFailed(f"{path} is damaged: {exc}", hint="back up again with `pg-tviews backup`") from None
 
 
+@dataclass
+class RestoreResult:
+    directory: str
+    database: str
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def _restore_into(admin: psycopg.Connection, dsn: str, manifest: dict, archive: Path, database: str, *,
+                  jobs: int, bindir: str | None, progress: Progress) -> tuple[str, subprocess.CompletedProcess]:
+    """Create `database` and restore the archive into it; returns its DSN and pg_restore's outcome.
+
+    pg_dump records CREATE EXTENSION without a version, so in extension mode the extension is
+    created first at the backed-up version."""
+    client = tools.for_server(max(admin.info.server_version // 10000, manifest.get("pg_dump_major", 0)), bindir)
+    admin.execute(sql.SQL("CREATE DATABASE {} TEMPLATE template0").format(sql.Identifier(database)))
+    target = make_conninfo(libpq_dsn(dsn), dbname=database)
+    if (manifest.get("catalog") or {}).get("mode") == "extension":
+        with psycopg.connect(target, autocommit=True) as conn:
+            conn.execute(sql.SQL("CREATE EXTENSION pg_tviews VERSION {}").format(
+                sql.Literal(manifest["catalog"]["version"])))
+    # pg_dump leaves out ALTER DATABASE ... SET (the catalog relies on the search_path one).
+    # The stored text is the flattened value: set it in this session, then store it FROM CURRENT.
+    for setting in manifest.get("database_settings", []):
+        name, _, value = setting.partition("=")
+        admin.execute("SELECT pg_catalog.set_config(%s, %s, false)", (name, value))
+        guc = sql.SQL(".").join(sql.Identifier(part) for part in name.split("."))
+        admin.execute(sql.SQL("ALTER DATABASE {} SET {} FROM CURRENT").format(sql.Identifier(database), guc))
+        admin.execute(sql.SQL("RESET {}").format(guc))
+    progress("restoring", 0, 1)
+    outcome = subprocess.run([str(client.tool("pg_restore")), "--exit-on-error", f"--jobs={jobs}",
+                              f"--dbname={target}", str(archive)], capture_output=True, text=True)
+    progress("restoring", 1, 1)
+    return target, outcome
+
+
+def restore(dsn: str, directory: str | Path, *, database: str | None = None, jobs: int = 2,
+            bindir: str | None = None, progress: Progress = _no_progress) -> RestoreResult:
+    """Restore a backup into a new database next to the current one (never over it): the operator
+    switches the application when satisfied. Returns the new database's name."""
+    manifest = load_manifest(directory)
+    name = database or f"{manifest['database']}_restored_{dt.datetime.now():%Y%m%d%H%M%S}"
+    with psycopg.connect(dsn, autocommit=True) as admin:
+        _target, outcome = _restore_into(admin, dsn, manifest, Path(directory) / ARCHIVE, name, jobs=jobs,
+                                         bindir=bindir, progress=progress)
+        if outcome.returncode != 0:
+            admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+            message = (outcome.stderr.strip().splitlines() or ["pg_restore failed"])[-1]
+            raise UpgradeError(f"the backup in {directory} does not restore: {message}",
+                               hint="nothing was changed; the current database is untouched")
+    return RestoreResult(str(directory), name)
+
+
 def verify(dsn: str, directory: str | Path, *, jobs: int = 2, bindir: str | None = None,
            progress: Progress = _no_progress) -> VerifyResult:
     """Restore the backup into a scratch database on the server of `dsn`, compare, drop it."""
     manifest = load_manifest(directory)
-    archive = Path(directory) / ARCHIVE
     scratch = f"pg_tviews_verify_{secrets.token_hex(4)}"
     result = VerifyResult(str(directory), scratch)
     with psycopg.connect(dsn, autocommit=True) as admin:
-        client = tools.for_server(max(admin.info.server_version // 10000, manifest.get("pg_dump_major", 0)), bindir)
-        admin.execute(sql.SQL("CREATE DATABASE {} TEMPLATE template0").format(sql.Identifier(scratch)))
         try:
-            scratch_dsn = make_conninfo(libpq_dsn(dsn), dbname=scratch)
-            extension_version = (manifest["catalog"] or {}).get("version")
-            if manifest["catalog"].get("mode") == "extension":
-                with psycopg.connect(scratch_dsn, autocommit=True) as conn:
-                    conn.execute(sql.SQL("CREATE EXTENSION pg_tviews VERSION {}").format(sql.Literal(extension_version)))
-            progress("restoring", 0, 1)
-            restore = subprocess.run(
-                [str(client.tool("pg_restore")), "--exit-on-error", f"--jobs={jobs}", f"--dbname={scratch_dsn}",
-                 str(archive)], capture_output=True, text=True)
-            progress("restoring", 1, 1)
-            if restore.returncode != 0:
-                message = (restore.stderr.strip().splitlines() or ["pg_restore failed"])[-1]
+            scratch_dsn, restore_outcome = _restore_into(admin, dsn, manifest, Path(directory) / ARCHIVE, scratch,
+                                                         jobs=jobs, bindir=bindir, progress=progress)
+            if restore_outcome.returncode != 0:
+                message = (restore_outcome.stderr.strip().splitlines() or ["pg_restore failed"])[-1]
                 result.findings.append(Finding("restore", "fail", f"the archive does not restore: {message}",
                                                "back up again; this backup is damaged or incomplete"))
                 return result
             result.findings.append(Finding("restore", "ok", "the archive restores"))
+            backed_up = (manifest.get("catalog") or {}).get("version")
             with psycopg.connect(scratch_dsn, autocommit=True) as conn:
                 result.findings += _compare_counts(conn, manifest["counts"], progress)
                 found = catalog.installed(conn)
-                if found.version != extension_version:
+                if found.version != backed_up:
                     result.findings.append(Finding("catalog", "fail",
-                                                   f"catalog {found.version} restored, {extension_version} backed up"))
+                                                   f"catalog {found.version} restored, {backed_up} backed up"))
                 elif found.installed:
                     result.findings.append(Finding("catalog", "ok", f"catalog {found.version} ({found.mode} mode)"))
                     result.findings += consistency(conn)

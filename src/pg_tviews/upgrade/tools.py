@@ -1,7 +1,9 @@
 """Finding PostgreSQL client tools (pg_dump, pg_restore) able to work with a given server.
 
 pg_dump must be of the server's major or newer, and pg_restore at least as new as the pg_dump
-that wrote the archive. Candidates: an explicit bin directory, the PATH, Debian's
+that wrote the archive; a newer pg_restore is not guaranteed to restore into an older server, so
+the tools of the server's own major are preferred. Candidates: an explicit bin directory, the
+directories (glob patterns allowed) listed in $PG_TVIEWS_BINDIRS, the PATH, Debian's
 /usr/lib/postgresql/*/bin, and the embedded PostgreSQL 18.
 """
 
@@ -15,11 +17,15 @@ from pathlib import Path
 from ..errors import UpgradeError
 from ..server.cluster import Binaries
 
+BINDIRS_ENV = "PG_TVIEWS_BINDIRS"
+
 
 def candidates(bindir: str | None = None) -> list[Binaries]:
     dirs: list[Path] = []
     if bindir:
         dirs.append(Path(bindir))
+    for pattern in filter(None, os.environ.get(BINDIRS_ENV, "").split(os.pathsep)):
+        dirs += [Path(p) for p in sorted(glob.glob(pattern))]
     on_path = shutil.which("pg_dump")
     if on_path:
         dirs.append(Path(os.path.realpath(on_path)).parent)
