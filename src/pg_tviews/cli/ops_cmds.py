@@ -7,6 +7,7 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
 
@@ -20,6 +21,7 @@ from rich.table import Table
 from rich.text import Text
 
 from .. import catalog
+from ..bench import Scale
 from ..errors import UsageError
 from ..ops import graph as graph_mod
 from ..ops import health as health_mod
@@ -28,7 +30,7 @@ from ..ops import overhead as overhead_mod
 from ..ops import stats as stats_mod
 from ..ops import status as status_mod
 from ..ops import verify as verify_mod
-from . import app, state
+from . import State, app, state
 
 SEVERITY_STYLE = {"info": "dim", "warning": "yellow", "error": "bold red"}
 
@@ -41,24 +43,25 @@ def ago(when: dt.datetime | None, now: dt.datetime | None = None) -> str:
     if when is None:
         return "never"
     seconds = max(0.0, ((now or dt.datetime.now(dt.timezone.utc)) - when).total_seconds())
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if seconds >= size:
-            return f"{int(seconds // size)}{unit} ago"
+    for unit, length in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= length:
+            return f"{int(seconds // length)}{unit} ago"
     return f"{int(seconds)}s ago"
 
 
 def size(n: int | None) -> str:
+    """`512 B`, `1.4 MB`, … (powers of 1024, like pg_size_pretty)."""
     if n is None:
         return "-"
-    value = float(n)
-    for unit in ("B", "kB", "MB", "GB"):
-        if value < 1024 or unit == "GB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    return f"{value:.1f} TB"
+    units = ("B", "kB", "MB", "GB", "TB")
+    value, unit = float(n), 0
+    while value >= 1024 and unit < len(units) - 1:
+        value, unit = value / 1024, unit + 1
+    return f"{n} B" if unit == 0 else f"{value:.1f} {units[unit]}"
 
 
 def duration(ms: float | None) -> str:
+    """`0.87 ms`, `2.31 s`."""
     if ms is None:
         return "-"
     if ms < 1000:
@@ -91,7 +94,7 @@ def health_table(report: health_mod.HealthReport, *, problems_only: bool = False
     table = Table("severity", "component", "finding", box=None, show_header=True, pad_edge=False)
     for finding in (report.problems if problems_only else report.findings):
         style = SEVERITY_STYLE.get(finding.severity, "")
-        table.add_row(Text(finding.severity, style=style), finding.component, Text(finding.message, style=style))
+        table.add_row(Text(finding.severity, style=style), Text(finding.component), Text(finding.message, style=style))
     return table
 
 
@@ -147,7 +150,7 @@ def stats(
         table = compact_table(("TVIEW", "left"), ("mode", "left"), ("refreshes", "right"), ("rows changed", "right"),
                               ("time", "right"), ("mean", "right"), ("last", "left"))
         for s in rows:
-            table.add_row(s.tview, s.mode, f"{s.refresh_count:,}", f"{s.rows_changed:,}", duration(s.total_ms),
+            table.add_row(Text(s.tview), s.mode, f"{s.refresh_count:,}", f"{s.rows_changed:,}", duration(s.total_ms),
                           duration(s.mean_ms), ago(s.last_refreshed))
         console.print(table)
         errors = last_errors([(s.tview, s.error_count, s.last_error, s.last_error_at) for s in rows])
@@ -173,7 +176,7 @@ def status_screen(report: status_mod.StatusReport) -> RenderableType:
             freshness = Text("current", style="green")
         else:
             freshness = Text(f"{t.pending} pending, oldest {t.oldest_pending_age_s or 0:.0f}s", style="yellow")
-        table.add_row(t.tview, t.mode, rows, size(t.size_bytes), freshness, f"{t.refresh_count:,}",
+        table.add_row(Text(t.tview), t.mode, rows, size(t.size_bytes), freshness, f"{t.refresh_count:,}",
                       ago(t.last_refreshed, now))
     q = report.queue
     oldest = f"{q.oldest_pending_age_s:.0f}s" if q.oldest_pending_age_s is not None else "-"
@@ -216,7 +219,7 @@ def status(
                status_screen(report), interval)
 
 
-def _watch(console: Console, draw, first: RenderableType, interval: float) -> None:
+def _watch(console: Console, draw: Callable[[], RenderableType], first: RenderableType, interval: float) -> None:
     """Redraw until Ctrl-C: in place on a terminal, one snapshot after another elsewhere."""
     try:
         if console.is_terminal:
@@ -248,15 +251,16 @@ def graph(
     st = state(ctx)
     if fmt not in graph_mod.FORMATS:
         raise UsageError(f"unknown graph format {fmt!r}", hint=f"choose one of: {', '.join(graph_mod.FORMATS)}")
-    if fmt not in graph_mod.TEXT_FORMATS and output is None and sys.stdout.isatty():
-        raise UsageError(f"{fmt.upper()} is binary", hint=f"write it to a file: -o graph.{fmt}")
+    if fmt == "png" and output is None and sys.stdout.isatty():
+        raise UsageError("PNG is binary: it is not printed on a terminal", hint="write it to a file: -o graph.png")
     with st.connect() as conn:
         loaded = graph_mod.load(conn, name)
     data = graph_mod.render(loaded, fmt)
     if output is not None:
         output.write_bytes(data)
         st.out.emit({"format": fmt, "output": str(output), "nodes": len(loaded.nodes), "edges": len(loaded.edges)},
-                    lambda c: c.print(f"wrote {output} ({fmt}, {len(loaded.nodes)} nodes, {len(loaded.edges)} edges)"))
+                    lambda c: c.print(f"wrote {escape(str(output))} ({fmt}, {len(loaded.nodes)} nodes,"
+                                      f" {len(loaded.edges)} edges)"))
     elif st.out.json:
         st.out.emit(loaded.as_dict() | {"format": fmt, "source": data.decode() if fmt != "png" else None})
     else:
@@ -344,8 +348,6 @@ def metrics_overhead(
 ) -> None:
     """Measure what refresh statistics cost writers: with and without the refresh-event insert."""
     st = state(ctx)
-    from ..bench import Scale
-
     report = overhead_mod.measure(
         st.target().dsn, scale=Scale.scaled(scale), iterations=iterations, rounds=rounds, clients=clients,
         seconds=seconds, progress=lambda message: st.out.note(f"[dim]{escape(message)}[/]"), keep=keep,
@@ -389,7 +391,7 @@ def verify_table(drifts: list[verify_mod.Drift]) -> Table:
             result = Text("exact", style="green")
         if d.pending:
             result += Text(f"; {d.pending} queued changes pending", style="yellow")
-        table.add_row(d.tview, f"{d.rows:,}", *cells, result)
+        table.add_row(Text(d.tview), f"{d.rows:,}", *cells, result)
     return table
 
 
@@ -404,23 +406,23 @@ def verify(
 ) -> None:
     """Compare TVIEWs with their definitions exactly (missing, extra, different keys); exit 1 on drift."""
     st = state(ctx)
-    with st.connect() as conn, _progress(st) as on_progress:
+    with st.connect() as conn, VerifyProgress(st) as on_progress:
         drifts = verify_mod.verify(conn, name, repair=repair, chunk=chunk, examples=examples, progress=on_progress)
     st.out.emit([d.as_dict() for d in drifts],
                 lambda console: console.print(verify_table(drifts) if drifts else "no TVIEWs"))
     verify_mod.require_exact(drifts)
 
 
-class _progress:
+class VerifyProgress:
     """A rich progress bar per TVIEW (on stderr, for people), shown once a TVIEW spans several chunks."""
 
-    def __init__(self, st) -> None:
+    def __init__(self, st: State) -> None:
         self.enabled = not st.out.json
         self.bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                             TimeRemainingColumn(), console=st.out.err, transient=True)
         self.tasks: dict[str, int] = {}
 
-    def __enter__(self):
+    def __enter__(self) -> verify_mod.Progress:
         if self.enabled:
             self.bar.start()
         return self.update
@@ -433,5 +435,5 @@ class _progress:
         if not self.enabled or (tview not in self.tasks and done >= total):
             return  # done in one chunk: no bar
         if tview not in self.tasks:
-            self.tasks[tview] = self.bar.add_task(f"verifying {tview}", total=total)
+            self.tasks[tview] = self.bar.add_task(f"verifying {escape(tview)}", total=total)
         self.bar.update(self.tasks[tview], completed=done)

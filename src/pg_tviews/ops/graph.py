@@ -16,7 +16,6 @@ from .. import catalog, engine
 from ..errors import UsageError
 
 FORMATS = ("mermaid", "dot", "svg", "png")
-TEXT_FORMATS = ("mermaid", "dot")
 
 #: fill colours by node kind (tables) and refresh mode (TVIEWs), shared by both text formats
 COLOURS = {
