@@ -7,7 +7,7 @@ module reads them, attributes each finding to its TVIEW and decides whether the 
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 
 import psycopg
 
@@ -65,20 +65,14 @@ class HealthReport:
         }
 
 
-@dataclass
-class _Names:
-    """Display names of the TVIEWs (as the health check prints them), longest first."""
-
-    names: list[str] = field(default_factory=list)
-
-    def owner(self, message: str) -> str | None:
-        # messages name their TVIEW as `TVIEW <name>: ...` or `TVIEW <name> <verb> ...`; the
-        # longest match wins, so that `s.tv_a` is not taken for `s.tv_ab`
-        for name in self.names:
-            prefix = f"TVIEW {name}"
-            if message.startswith(prefix) and message[len(prefix):len(prefix) + 1] in (":", " "):
-                return name
-        return None
+def _owner(names: list[str], message: str) -> str | None:
+    """The TVIEW a message is about: messages start `TVIEW <name>:` or `TVIEW <name> <verb>`."""
+    # longest name first, so that `s.tv_a` is not taken for `s.tv_ab`
+    for name in sorted(names, key=len, reverse=True):
+        prefix = f"TVIEW {name}"
+        if message.startswith(prefix) and message[len(prefix):len(prefix) + 1] in (":", " "):
+            return name
+    return None
 
 
 def check(conn: psycopg.Connection, sample: int = DEFAULT_SAMPLE) -> HealthReport:
@@ -99,14 +93,14 @@ def check(conn: psycopg.Connection, sample: int = DEFAULT_SAMPLE) -> HealthRepor
         ).fetchall()
         tviews = conn.execute(
             "SELECT format('%I.%I', e.schema_name, e.table_name),"
-            "       (SELECT count(*) FROM tviews.queue q WHERE q.entity_id = e.id AND q.processed_at IS NULL)"
+            "       (SELECT count(*) FROM tviews.queue q WHERE q.entity_id = e.id AND q.processed_at IS NULL"
+            "           AND q.attempts < tviews.queue_max_attempts())"
             "  FROM tviews.entity e"
         ).fetchall()
-    names = _Names(sorted((name for name, _pending in tviews), key=len, reverse=True))
     pending = dict(tviews)
     findings = []
     for component, status, severity, message in rows:
-        finding = Finding(component, status, severity, message, names.owner(message))
+        finding = Finding(component, status, severity, message, _owner(list(pending), message))
         if component == "drift" and severity == "error" and pending.get(finding.tview):
             finding = _lag(finding, pending[finding.tview])
         findings.append(finding)
@@ -114,6 +108,7 @@ def check(conn: psycopg.Connection, sample: int = DEFAULT_SAMPLE) -> HealthRepor
 
 
 def _lag(finding: Finding, pending: int) -> Finding:
+    """A drift error of an async TVIEW with queued changes, as the warning it is."""
     return Finding(
         finding.component, "warn", "warning",
         f"{finding.message}; {pending} queued changes are not applied yet (async lag, not necessarily drift:"
@@ -126,8 +121,10 @@ def require_healthy(report: HealthReport, *, strict: bool = False) -> None:
     """Raise CheckFailed when the report has errors (or warnings, when strict)."""
     failing = report.errors + (report.warnings if strict else [])
     if failing:
-        kinds = "errors" if not strict else "errors or warnings"
+        kinds = "errors or warnings" if strict else "errors"
+        drift = any(f.component == "drift" for f in failing)
         raise CheckFailed(
             f"health check failed: {len(failing)} {kinds}; first: {failing[0].message}",
-            hint="see the findings above; `pg-tviews verify --repair` fixes drifted rows",
+            hint="`pg-tviews verify --repair` shows and fixes the drifted rows" if drift
+            else "see the findings above (docs/operations.md says what each means)",
         )

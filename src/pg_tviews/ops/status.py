@@ -15,7 +15,7 @@ from psycopg import sql
 from psycopg.rows import dict_row
 
 from .. import catalog, worker
-from . import health, stats
+from . import health
 
 #: below this heap size rows are counted exactly; above it the planner's estimate is shown
 EXACT_COUNT_BYTES = 64 * 1024 * 1024
@@ -69,57 +69,50 @@ class StatusReport:
         }
 
 
-def _tables(conn: psycopg.Connection) -> list[dict]:
-    """Per TVIEW: catalog row, table size and row count, queue backlog."""
+def _tviews(conn: psycopg.Connection) -> list[TViewStatus]:
+    """Per TVIEW: catalog row, statistics, table size and row count, queue backlog."""
     with conn.cursor(row_factory=dict_row) as cur:
         rows = cur.execute(
-            "SELECT e.id, format('%I.%I', e.schema_name, e.table_name) AS tview, e.mode, e.rank, e.schema_name,"
-            "       e.table_name, pg_total_relation_size(c.oid) AS size_bytes, pg_relation_size(c.oid) AS heap_bytes,"
-            "       c.reltuples, q.pending, q.oldest"
+            "SELECT s.tview, e.mode, e.rank, e.schema_name, e.table_name, c.reltuples,"
+            "       pg_total_relation_size(c.oid) AS size_bytes, pg_relation_size(c.oid) AS heap_bytes,"
+            "       s.refresh_count::bigint, s.rows_changed::bigint, s.total_ms, s.error_count::bigint,"
+            "       s.last_refreshed, s.last_refresh_duration_ms, s.last_error, s.last_error_at,"
+            "       q.pending, q.oldest AS oldest_pending_age_s"
             "  FROM tviews.entity e"
-            "  LEFT JOIN pg_catalog.pg_class c ON c.oid = to_regclass(format('%I.%I', e.schema_name, e.table_name))"
+            "  JOIN tviews.pg_tviews_stats s ON s.tview = format('%I.%I', e.schema_name, e.table_name)"
+            "  LEFT JOIN pg_catalog.pg_class c ON c.oid = to_regclass(s.tview)"
             "  LEFT JOIN LATERAL ("
-            "       SELECT count(*) AS pending, extract(epoch FROM clock_timestamp() - min(created_at)) AS oldest"
+            "       SELECT count(*) AS pending,"
+            "              extract(epoch FROM clock_timestamp() - min(created_at))::float8 AS oldest"
             "         FROM tviews.queue"
             "        WHERE entity_id = e.id AND processed_at IS NULL AND attempts < tviews.queue_max_attempts()) q"
             "    ON true"
             " ORDER BY e.rank, e.schema_name, e.table_name"
         ).fetchall()
+    found = []
     for row in rows:
-        row["rows"], row["rows_estimated"] = _row_count(conn, row)
-    return rows
+        schema, table, reltuples, heap_bytes = (row.pop(k) for k in ("schema_name", "table_name", "reltuples",
+                                                                      "heap_bytes"))
+        row["rows"], row["rows_estimated"] = _row_count(conn, schema, table, reltuples, heap_bytes)
+        found.append(TViewStatus(**row))
+    return found
 
 
-def _row_count(conn: psycopg.Connection, row: dict) -> tuple[int | None, bool]:
+def _row_count(conn: psycopg.Connection, schema: str, table: str, reltuples: float | None,
+               heap_bytes: int | None) -> tuple[int | None, bool]:
     """Exact for small tables; the planner's estimate for large ones (counting would scan them)."""
-    if row["heap_bytes"] is None:
+    if heap_bytes is None:
         return None, False
-    if row["heap_bytes"] > EXACT_COUNT_BYTES and row["reltuples"] >= 0:
-        return int(row["reltuples"]), True
-    count = conn.execute(
-        sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(row["schema_name"], row["table_name"]))
-    ).fetchone()[0]
+    if heap_bytes > EXACT_COUNT_BYTES and reltuples is not None and reltuples >= 0:
+        return int(reltuples), True
+    count = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(schema, table))).fetchone()[0]
     return count, False
 
 
 def collect(conn: psycopg.Connection, *, health_sample: int | None = health.DEFAULT_SAMPLE) -> StatusReport:
     """Everything the status screen shows; `health_sample` None skips the health check."""
     installed = catalog.require(conn)
-    by_name = {s.tview: s for s in stats.collect(conn, fold=False)}
-    tviews = []
-    for row in _tables(conn):
-        s = by_name.get(row["tview"])
-        tviews.append(TViewStatus(
-            tview=row["tview"], mode=row["mode"], rank=row["rank"], rows=row["rows"],
-            rows_estimated=row["rows_estimated"], size_bytes=row["size_bytes"],
-            refresh_count=s.refresh_count if s else 0, rows_changed=s.rows_changed if s else 0,
-            total_ms=s.total_ms if s else 0.0, error_count=s.error_count if s else 0,
-            last_refreshed=s.last_refreshed if s else None,
-            last_refresh_duration_ms=s.last_refresh_duration_ms if s else None,
-            last_error=s.last_error if s else None, last_error_at=s.last_error_at if s else None,
-            pending=row["pending"] or 0,
-            oldest_pending_age_s=float(row["oldest"]) if row["oldest"] is not None else None,
-        ))
+    tviews = _tviews(conn)
     report_health = health.check(conn, health_sample) if health_sample is not None else None
     taken_at, database = conn.execute("SELECT clock_timestamp(), current_database()").fetchone()
     return StatusReport(taken_at, database, installed.version or "", tviews, worker.status(conn), report_health)

@@ -174,8 +174,8 @@ def verify(
     examples: int = DEFAULT_EXAMPLES,
     progress: Progress | None = None,
 ) -> list[Drift]:
-    """Drift of TVIEW `name`, or of every TVIEW in dependency order (a repair cascades downstream
-    first, so the TVIEWs that read a repaired one are checked after it)."""
+    """Drift of TVIEW `name`, or of every TVIEW in dependency order: a repair cascades into the
+    TVIEWs that read the repaired one, and those are checked after it."""
     if chunk < 1:
         raise UsageError(f"the chunk size must be at least 1, not {chunk}")
     catalog.require(conn)
@@ -186,10 +186,13 @@ def verify(
 def require_exact(drifts: list[Drift]) -> None:
     """Raise CheckFailed when some TVIEW still differs from its definition."""
     bad = [d for d in drifts if not d.exact]
-    if bad:
-        repaired = any(d.remaining is not None for d in bad)
-        raise CheckFailed(
-            f"{len(bad)} TVIEWs differ from their definition: {', '.join(d.tview for d in bad)}",
-            hint=("rows still differ after the repair: writers may be changing them; run it again"
-                  if repaired else "run `pg-tviews verify --repair` to recompute the drifted rows"),
-        )
+    if not bad:
+        return
+    if any(d.pending for d in bad):
+        hint = "queued changes are not applied yet: drain the queue (`pg-tviews queue --drain`), then verify again"
+    elif any(d.remaining is not None for d in bad):
+        hint = "rows still differ after the repair: writers may be changing them; run it again"
+    else:
+        hint = "run `pg-tviews verify --repair` to recompute the drifted rows"
+    raise CheckFailed(f"{len(bad)} TVIEWs differ from their definition: {', '.join(d.tview for d in bad)}",
+                      hint=hint)
