@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import psycopg
+import pytest
 from psycopg import sql
 
 from pg_tviews.server.cluster import Binaries, Cluster, server_os_user
@@ -72,6 +73,18 @@ def available_majors() -> dict[int, Binaries]:
         majors[15] = Binaries(debian15)
     majors[18] = Binaries.embedded()
     return dict(sorted(majors.items()))
+
+
+def require_binaries(version: str) -> Binaries:
+    """Binaries of a major ('16', as in available_majors) or an exact version ('15.19', from the
+    cache); a test that needs missing ones fails under CI (.ci/run installs them), else skips."""
+    found = find_binaries(version) if "." in version else available_majors().get(int(version))
+    if found is None:
+        message = f"PostgreSQL {version} binaries are not installed (.ci/run installs them into {cache_dir()})"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    return found
 
 
 def scratch_dir(prefix: str) -> Path:

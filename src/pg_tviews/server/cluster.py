@@ -80,6 +80,20 @@ def run_as(
     return proc
 
 
+def datadir_owner(datadir: Path) -> str | None:
+    """The OS user that must run server commands on an existing data directory: its owner when
+    we are root (PostgreSQL refuses to run as root, and on a directory it does not own), else None
+    (ourselves)."""
+    if not is_root():
+        return None
+    uid = Path(datadir).stat().st_uid
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        raise ServerError(f"{datadir} is owned by uid {uid}, which has no user name",
+                          hint="give the directory to the OS user that runs PostgreSQL") from None
+
+
 def ensure_owned_dir(path: Path, user: str | None, mode: int = 0o700) -> None:
     """Create `path` if needed, owned by `user` (when root) with `mode`."""
     path.mkdir(parents=True, exist_ok=True)
@@ -241,6 +255,17 @@ class Cluster:
 
     def is_running(self) -> bool:
         return self.pid() is not None
+
+    def executable(self) -> Path | None:
+        """The postgres executable the running server was started from (None: not running, or
+        not visible to us)."""
+        pid = self.pid()
+        if pid is None:
+            return None
+        try:
+            return Path(os.readlink(f"/proc/{pid}/exe"))
+        except OSError:
+            return None
 
     def port(self) -> int | None:
         """The port of the running server (from postmaster.pid), else the configured one."""

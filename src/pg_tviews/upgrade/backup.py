@@ -97,6 +97,15 @@ def backup(dsn: str, directory: str | Path, *, jobs: int = 2, bindir: str | None
             progress("counting rows", index, len(tables))
             counts[table] = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(sql.SQL(table))).fetchone()[0]
         progress("counting rows", len(tables), len(tables))
+        # sequences are not transactional: these are lower bounds of what pg_dump will record (it
+        # leaves out members of extensions not registered with pg_extension_config_dump)
+        sequences = {r[0]: r[1] for r in conn.execute(
+            "SELECT format('%I.%I', s.schemaname, s.sequencename), s.last_value FROM pg_catalog.pg_sequences s"
+            " WHERE s.last_value IS NOT NULL AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_depend d"
+            "   JOIN pg_catalog.pg_extension e ON e.oid = d.refobjid"
+            "  WHERE d.classid = 'pg_catalog.pg_class'::regclass AND d.deptype = 'e'"
+            "    AND d.objid = format('%I.%I', s.schemaname, s.sequencename)::regclass"
+            "    AND NOT d.objid = ANY (coalesce(e.extconfig, '{}'))) ORDER BY 1")}
         settings = [r[0] for r in conn.execute(
             "SELECT unnest(s.setconfig) FROM pg_catalog.pg_db_role_setting s JOIN pg_catalog.pg_database d"
             " ON d.oid = s.setdatabase WHERE d.datname = current_database() AND s.setrole = 0")]
@@ -116,6 +125,7 @@ def backup(dsn: str, directory: str | Path, *, jobs: int = 2, bindir: str | None
         "pg_dump_major": client.major,
         "catalog": {"version": found.version, "mode": found.mode, "tviews": tviews},
         "counts": counts,
+        "sequences": sequences,
         "database_settings": settings,
     }
     (target / MANIFEST).write_text(json.dumps(manifest, indent=2))
@@ -160,14 +170,22 @@ class RestoreResult:
         return asdict(self)
 
 
+#: pg_restore's sections, in the order a restore runs them
+SECTIONS = ("pre-data", "data", "post-data")
+
+
 def _restore_into(admin: psycopg.Connection, dsn: str, manifest: dict, archive: Path, database: str, *,
-                  jobs: int, bindir: str | None, progress: Progress) -> tuple[str, subprocess.CompletedProcess]:
-    """Create `database` and restore the archive into it; returns its DSN and pg_restore's outcome.
+                  jobs: int, bindir: str | None, progress: Progress, create: bool = True,
+                  sections: bool = False) -> tuple[str, subprocess.CompletedProcess]:
+    """Create `database` (unless `create` is false: it exists and is empty) and restore the
+    archive into it; returns its DSN and pg_restore's outcome (of the first section that failed).
 
     pg_dump records CREATE EXTENSION without a version, so in extension mode the extension is
-    created first at the backed-up version."""
+    created first at the backed-up version. With `sections`, pg_restore runs once per section
+    (schema, then data, then indexes, constraints and triggers), each reported as a step."""
     client = tools.for_server(max(admin.info.server_version // 10000, manifest.get("pg_dump_major", 0)), bindir)
-    admin.execute(sql.SQL("CREATE DATABASE {} TEMPLATE template0").format(sql.Identifier(database)))
+    if create:
+        admin.execute(sql.SQL("CREATE DATABASE {} TEMPLATE template0").format(sql.Identifier(database)))
     target = make_conninfo(libpq_dsn(dsn), dbname=database)
     if (manifest.get("catalog") or {}).get("mode") == "extension":
         with psycopg.connect(target, autocommit=True) as conn:
@@ -181,10 +199,15 @@ def _restore_into(admin: psycopg.Connection, dsn: str, manifest: dict, archive: 
         guc = sql.SQL(".").join(sql.Identifier(part) for part in name.split("."))
         admin.execute(sql.SQL("ALTER DATABASE {} SET {} FROM CURRENT").format(sql.Identifier(database), guc))
         admin.execute(sql.SQL("RESET {}").format(guc))
-    progress("restoring", 0, 1)
-    outcome = subprocess.run([str(client.tool("pg_restore")), "--exit-on-error", f"--jobs={jobs}",
-                              f"--dbname={target}", str(archive)], capture_output=True, text=True)
-    progress("restoring", 1, 1)
+    command = [str(client.tool("pg_restore")), "--exit-on-error", f"--jobs={jobs}", f"--dbname={target}"]
+    for section in SECTIONS if sections else (None,):
+        what = f"restoring {section}" if section else "restoring"
+        progress(what, 0, 1)
+        outcome = subprocess.run([*command, *([f"--section={section}"] if section else []), str(archive)],
+                                 capture_output=True, text=True)
+        progress(what, 1, 1)
+        if outcome.returncode != 0:
+            break
     return target, outcome
 
 

@@ -54,8 +54,13 @@ class Limits:
 
     supported_majors: tuple[int, ...] = SUPPORTED_MAJORS
     disk_factor: float = 2.0
+    #: free space a pg_upgrade in link mode needs, as a fraction of the old data directory's size
+    #: (new catalogs, WAL and logs; the data files are shared)
+    link_disk_factor: float = 0.05
     min_memory_bytes: int = 256 * 1024 * 1024
     queue_age_warn_s: float = 300.0
+    #: pending async queue items allowed (None: any; a PostgreSQL upgrade wants 0, a drained queue)
+    max_pending_queue: int | None = None
 
 
 def run_checks(
@@ -66,8 +71,10 @@ def run_checks(
     sample: int | None = 100,
     limits: Limits = Limits(),
     pg_dump_bindir: str | None = None,
+    skip: frozenset[str] = frozenset(),
 ) -> CheckReport:
-    """Every check; a connection failure is itself a failed check."""
+    """Every check but those named in `skip` (a caller that checks the same thing its own way,
+    e.g. disk space for pg_upgrade); a connection failure is itself a failed check."""
     report = CheckReport(to_version)
     try:
         conn = psycopg.connect(dsn, autocommit=True, connect_timeout=10)
@@ -77,7 +84,10 @@ def run_checks(
                                    "check --dsn, that the server runs and accepts connections"))
         return report
     with conn:
-        add = report.checks.append
+        def add(check: Check) -> None:
+            if check.name not in skip:
+                report.checks.append(check)
+
         add(Check("connection", "ok", f"connected to {conn.info.host}:{conn.info.port}/{conn.info.dbname}"))
         major = conn.info.server_version // 10000
         version = conn.execute("SHOW server_version").fetchone()[0]
@@ -95,7 +105,8 @@ def run_checks(
             add(_queue_check(conn, limits))
         add(_prepared_check(conn))
         add(_disk_check(conn, limits))
-        add(_tools_check(major, pg_dump_bindir))
+        if "backup_tools" not in skip:  # looking for tools runs every installation's binaries
+            add(_tools_check(major, pg_dump_bindir))
         add(_resources_check(limits))
     return report
 
@@ -186,6 +197,9 @@ def _queue_check(conn, limits: Limits) -> Check:
     if failed:
         return Check("queue", "fail", f"{failed} queue items failed permanently",
                      "see pg_tviews_queue.error_message; fix and retry, or delete them")
+    if limits.max_pending_queue is not None and pending > limits.max_pending_queue:
+        return Check("queue", "fail", f"{pending} pending queue items; the async queue must be drained first",
+                     "drain it with `pg-tviews queue --drain` (or let the worker finish), then run again")
     if pending and oldest and oldest > limits.queue_age_warn_s:
         return Check("queue", "warn", f"{pending} pending queue items, the oldest {oldest:.0f} s old",
                      "is the worker running? drain with `pg-tviews queue --drain`")
