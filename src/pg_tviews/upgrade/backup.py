@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 import re
 import secrets
 import subprocess
@@ -200,11 +201,19 @@ def _restore_into(admin: psycopg.Connection, dsn: str, manifest: dict, archive: 
         admin.execute(sql.SQL("ALTER DATABASE {} SET {} FROM CURRENT").format(sql.Identifier(database), guc))
         admin.execute(sql.SQL("RESET {}").format(guc))
     command = [str(client.tool("pg_restore")), "--exit-on-error", f"--jobs={jobs}", f"--dbname={target}"]
-    for section in SECTIONS if sections else (None,):
+    # In extension mode the catalog's tables and their foreign keys exist before their data arrives
+    # (CREATE EXTENSION made them), and pg_dump does not order that data by the keys: parallel
+    # jobs break them at random. The dump is consistent, so the data section loads with
+    # foreign-key triggers off (session_replication_role: superuser only, as is the extension).
+    extension_mode = (manifest.get("catalog") or {}).get("mode") == "extension"
+    for section in SECTIONS if sections or extension_mode else (None,):
         what = f"restoring {section}" if section else "restoring"
+        env = None
+        if section == "data" and extension_mode:
+            env = dict(os.environ, PGOPTIONS=f"{os.environ.get('PGOPTIONS', '')} -c session_replication_role=replica")
         progress(what, 0, 1)
         outcome = subprocess.run([*command, *([f"--section={section}"] if section else []), str(archive)],
-                                 capture_output=True, text=True)
+                                 capture_output=True, text=True, env=env)
         progress(what, 1, 1)
         if outcome.returncode != 0:
             break
