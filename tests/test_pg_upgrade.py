@@ -23,7 +23,7 @@ import workload
 from oracle import assert_exact
 from pg_tviews import catalog, worker
 from pg_tviews.catalog import extension
-from pg_tviews.errors import UpgradeError
+from pg_tviews.errors import UpgradeError, UsageError
 from pg_tviews.server.cluster import Binaries, Cluster
 from pg_tviews.upgrade import journal, pgupgrade
 
@@ -89,6 +89,13 @@ def test_minor_upgrade_15_17_to_15_19_and_back():
     old, new = harness.require_binaries("15.17"), harness.require_binaries("15.19")
     with old_cluster(old) as (tc, name, _new_dir):
         data = str(tc.cluster.datadir)
+        # refused: the running server is not the one --old-bindir names, or already runs the new binaries
+        other = harness.require_binaries("15")  # Debian's, another 15.x
+        if other.version not in (old.version, new.version):
+            with pytest.raises(UsageError, match=r"runs .*/postgres, not the binaries in"):
+                pgupgrade.minor(data, str(other.bindir), str(new.bindir))
+        with pytest.raises(UsageError, match="already runs on"):
+            pgupgrade.minor(data, str(new.bindir), str(old.bindir))
         run = cli("--json", "pg-upgrade", "minor", "--data-dir", data, "--old-bindir", str(old.bindir),
                   "--new-bindir", str(new.bindir))
         assert run.returncode == 0, run.stdout + run.stderr

@@ -157,8 +157,7 @@ def migrate(source_dsn: str, target_dsn: str, *, jobs: int = 2, dump_dir: str | 
                     admin, target_dsn, manifest, work / "backup" / backup.ARCHIVE, database, jobs=jobs,
                     bindir=str(client.bindir), progress=progress, create=False, sections=True)
             if outcome.returncode != 0:
-                message = (outcome.stderr.strip().splitlines() or ["pg_restore failed"])[-1]
-                raise UpgradeError(f"pg_restore failed: {message}",
+                raise UpgradeError(f"pg_restore failed: {_first_error(outcome.stderr)}",
                                    hint="the source is untouched" + ("; the target database was dropped"
                                                                      if result.created else
                                                                      f"; the target database {database} holds a "
@@ -198,6 +197,15 @@ def migrate(source_dsn: str, target_dsn: str, *, jobs: int = 2, dump_dir: str | 
                                               [asdict(c) for c in result.checks], None)
             journal.finish(conn, result.journal_id, "succeeded", result.error)
     return result
+
+
+def _first_error(stderr: str) -> str:
+    """The cause, not the echo: with parallel jobs pg_restore ends on "a worker process died"."""
+    lines = [line.strip() for line in stderr.splitlines() if line.strip()]
+    errors = [i for i, line in enumerate(lines) if "error:" in line]
+    if not errors:
+        return lines[-1] if lines else "pg_restore failed"
+    return " ".join(lines[errors[0]:errors[0] + 3])
 
 
 def _checks(source_dsn: str, source: _Source, admin: psycopg.Connection, target_dsn: str, exists: bool,
