@@ -181,3 +181,25 @@ def test_refuses_link_mode_across_file_systems(old):
     error = refused((tc, _name, b16, b17, new_dir), method="link")
     assert "are on different file systems" in failed(error)["link"] and "--copy" in error.hint
     assert not new_dir.exists()
+
+
+def test_a_failing_pg_upgrade_check_brings_the_old_cluster_back(old):
+    """pg_upgrade's own checks run after ours: when they fail, the new data directory is removed,
+    the old server runs again, the logs are kept and the journal says why."""
+    tc, name, b16, b17, new_dir = old
+    other = tc.create_database(prefix="reg")
+    with psycopg.connect(tc.dsn(other), autocommit=True) as conn:
+        conn.execute("CREATE TABLE uses_reg_types (f regproc)")  # pg_upgrade refuses reg* columns
+    try:
+        with pytest.raises(pgupgrade.UpgradeError, match="pg_upgrade --check failed") as caught:
+            pgupgrade.major(str(b16.bindir), tc.cluster.datadir, str(b17.bindir), new_dir)
+        message = str(caught.value)
+        assert "reg* data types in user tables" in message
+        listed = Path(message.split("is in the file: ")[1].split()[0])  # kept, not in the removed new directory
+        assert "uses_reg_types" in listed.read_text()
+        shutil.rmtree(Path(caught.value.hint.split("kept in ")[1].split(";")[0]))
+        with psycopg.connect(tc.dsn(name), autocommit=True) as conn:
+            entry = journal.history(conn)[-1]
+        assert entry.result == "failed" and "reg" in entry.error
+    finally:
+        tc.drop_database(other)

@@ -44,6 +44,8 @@ from .validate import Finding
 METHODS = ("copy", "link")
 #: written into the new data directory: what `rollback` needs to know about the upgrade
 RECORD = "pg_tviews_upgrade.json"
+#: where pg_upgrade (15 and later) writes its logs, inside the new data directory
+LOGS = "pg_upgrade_output.d"
 #: settings that locate files of one cluster: never carried to another (access rules are copied)
 LOCAL_SETTINGS = ("data_directory", "config_file", "hba_file", "ident_file", "external_pid_file")
 #: our own checks replace these for a PostgreSQL upgrade (pg_dump is not used; disk needs differ)
@@ -600,8 +602,14 @@ def _pg_upgrade(old: Cluster, new: Cluster, superuser: str, method: str, jobs: i
         command.append("--check")
     proc = run_as(command, user=new.os_user, cwd=workdir, timeout=None, check=False)
     if proc.returncode != 0:
-        lines = [line.strip() for line in (proc.stdout + proc.stderr).splitlines() if line.strip()]
-        raise UpgradeError(f"pg_upgrade{' --check' if check else ''} failed: " + " | ".join(lines[-6:]),
+        # the logs are in the new data directory, which _recover removes after copying them here
+        output = (proc.stdout + proc.stderr).replace(str(new.datadir / LOGS), str(workdir / LOGS))
+        lines = [line.strip() for line in output.splitlines() if line.strip()]
+        # from the step that failed: step lines pad their name with spaces before ok/fatal/failed
+        steps = [i for i, line in enumerate(lines) if "   " in line and not line.endswith(" ok")]
+        excerpt = lines[steps[-1]:] if steps else lines[-6:]
+        raise UpgradeError(f"pg_upgrade{' --check' if check else ''} failed: "
+                           + " ".join(" ".join(line.split()) for line in excerpt),
                            hint=f"its logs are kept in {workdir}; fix the cause and run again")
 
 
@@ -614,9 +622,8 @@ def _recover(old: Cluster, new: Cluster, user: str, result: PgUpgradeResult, wor
     back is safe (pg_upgrade's documentation says so)."""
     result.result = "failed"
     result.error = str(exc) if isinstance(exc, Exception) else type(exc).__name__
-    logs = new.datadir / "pg_upgrade_output.d"
-    if logs.is_dir():
-        shutil.copytree(logs, workdir / logs.name, dirs_exist_ok=True)
+    if (new.datadir / LOGS).is_dir():
+        shutil.copytree(new.datadir / LOGS, workdir / LOGS, dirs_exist_ok=True)
     if new.datadir.exists():  # back to absent or empty, as it was given
         shutil.rmtree(new.datadir, ignore_errors=True)
         if new_existed:
