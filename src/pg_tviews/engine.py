@@ -192,7 +192,8 @@ def create(
             raise UsageError(f"relation {display} already exists",
                              hint="choose another name, or drop the existing relation first")
         if conn.execute("SELECT to_regnamespace(%s) IS NULL", (sql.Identifier(schema).as_string(conn),)).fetchone()[0]:
-            raise UsageError(f"schema {schema} does not exist", hint=f"create it first: CREATE SCHEMA {schema}")
+            raise UsageError(f"schema {schema} does not exist",
+                             hint=f"create it first: CREATE SCHEMA {sql.Identifier(schema).as_string(conn)}")
         definition = analyze(conn, sql_text, key=key, name=display)
         _check_key_type(definition)
         rank = _rank(conn, definition, (schema, table))
@@ -238,6 +239,14 @@ def build(conn: psycopg.Connection, definition: Definition, names: Names, mode: 
         ) from None
     except psycopg.errors.NotNullViolation:
         raise definition_error_at(definition, f"the key {definition.key!r} is NULL for some rows") from None
+    except (psycopg.DataError, psycopg.errors.CardinalityViolation) as exc:
+        # PostgreSQL checked the definition without running it; some rows make it fail
+        raise DefinitionError(
+            f"the definition fails on the current rows: {exc.diag.message_primary}",
+            hint="make every expression valid for every row (NULLIF for divisors, a subquery returning at most "
+                 "one row); later writes producing such rows would fail the same way",
+            obj=f"{names.schema}.{names.table}", construct="runtime error",
+        ) from None
     for statement in compiled.trigger_statements():
         conn.execute(statement)
     return compiled
@@ -278,13 +287,14 @@ def drop(conn: psycopg.Connection, name: str, *, if_exists: bool = False) -> boo
 
 @dataclass
 class MissingIndex:
-    table: str
+    table: str  # schema.table, for people
     columns: list[str]
     purpose: str  # "lineage" (map source changes to keys) or "refresh" (read children per key)
+    qualified: tuple[str, str]  # (schema, table): names may contain dots
 
     @property
     def create_sql(self) -> str:
-        table = sql.Identifier(*self.table.split(".", 1)).as_string()
+        table = sql.Identifier(*self.qualified).as_string()
         cols = ", ".join(sql.Identifier(c).as_string() for c in self.columns)
         return f"CREATE INDEX ON {table} ({cols})"
 
@@ -349,7 +359,7 @@ def lookups(definition: Definition) -> list[dict]:
 def missing_indexes(conn: psycopg.Connection, definition: Definition) -> list[MissingIndex]:
     """The lookups (see `lookups`) that have no supporting index."""
     return [
-        MissingIndex(f"{lk['schema']}.{lk['table']}", lk["columns"], lk["purpose"])
+        MissingIndex(f"{lk['schema']}.{lk['table']}", lk["columns"], lk["purpose"], (lk["schema"], lk["table"]))
         for lk in lookups(definition)
         if not _has_leading_index(conn, lk["schema"], lk["table"], lk["columns"])
     ]

@@ -12,17 +12,26 @@ import re
 from .errors import UsageError
 
 MAX_IDENTIFIER_BYTES = 63
-_UNQUOTED = re.compile(r"[^\W\d][\w$]*", re.UNICODE)
+# PostgreSQL's scanner: letters, digits, _ and $ of ASCII, and every non-ASCII character
+_UNQUOTED = re.compile(r"[A-Za-z_\u0080-\U0010ffff][A-Za-z0-9_$\u0080-\U0010ffff]*")
+_SPACE = " \t\n\r\f\v"
+_ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
 
 
 def split_identifier_chain(text: str) -> list[str]:
     """`a."B c".d` → ['a', 'B c', 'd'] with PostgreSQL's rules (unquoted parts are lowercased)."""
     parts: list[str] = []
     i, n = 0, len(text)
-    if not text.strip():
+    if not text.strip(_SPACE):
         raise UsageError("empty name", hint="give a name such as tv_post or app.tv_post")
+    if "\x00" in text:
+        raise UsageError(f"invalid name {text!r}: PostgreSQL names cannot contain NUL characters")
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        raise UsageError(f"invalid name {text!r}: not valid Unicode text", hint="pass names as UTF-8") from None
     while True:
-        while i < n and text[i].isspace():
+        while i < n and text[i] in _SPACE:
             i += 1
         if i < n and text[i] == '"':
             j = i + 1
@@ -49,7 +58,8 @@ def split_identifier_chain(text: str) -> list[str]:
                     f"invalid name {text!r}",
                     hint='names are identifiers like tv_post or schema.tv_post; quote others: "My Table"',
                 )
-            part = match.group(0).lower()
+            # like PostgreSQL in a UTF-8 database: only ASCII letters are folded to lower case
+            part = match.group(0).translate(_ASCII_LOWER)
             i = match.end()
         if len(part.encode()) > MAX_IDENTIFIER_BYTES:
             raise UsageError(
@@ -57,7 +67,7 @@ def split_identifier_chain(text: str) -> list[str]:
                 hint="choose a shorter name (PostgreSQL would silently truncate it)",
             )
         parts.append(part)
-        while i < n and text[i].isspace():
+        while i < n and text[i] in _SPACE:
             i += 1
         if i == n:
             return parts

@@ -8,6 +8,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from psycopg import sql as pgsql
 from rich.table import Table
 
@@ -32,12 +33,15 @@ def _definition_text(sql: str | None, file: Path | None, stdin: bool) -> str:
 
 def _render_tview(tview: engine.TView):
     def render(console: Console) -> None:
-        console.print(f"[bold]{tview.name}[/] (id {tview.id}): key {tview.key}, mode {tview.mode}, rank {tview.rank}")
-        console.print(f"  root     {tview.root}")
+        # names are user text: escaped, so that brackets in them are not read as rich markup
+        console.print(f"[bold]{escape(tview.name)}[/] (id {tview.id}): key {escape(tview.key)}, mode {tview.mode},"
+                      f" rank {tview.rank}")
+        console.print(f"  root     {escape(tview.root)}")
         for source in tview.sources:
-            console.print(f"  source   {source.name} ({source.kind}) reads {', '.join(source.columns_read)}")
+            reads = escape(", ".join(source.columns_read))
+            console.print(f"  source   {escape(source.name)} ({source.kind}) reads {reads}")
         if tview.helper_views:
-            console.print(f"  via      {', '.join(tview.helper_views)}")
+            console.print(f"  via      {escape(', '.join(tview.helper_views))}")
 
     return render
 
@@ -81,7 +85,8 @@ def drop(
     with st.connect() as conn:
         dropped = engine.drop(conn, name, if_exists=if_exists)
     st.out.emit({"name": name, "dropped": dropped},
-                lambda c: c.print(f"dropped {name}" if dropped else f"{name} does not exist (nothing to do)"))
+                lambda c: c.print(f"dropped {escape(name)}" if dropped
+                                  else f"{escape(name)} does not exist (nothing to do)"))
 
 
 @app.command("refresh")
@@ -94,7 +99,7 @@ def refresh(
     st = state(ctx)
     with st.connect() as conn:
         changed = engine.refresh(conn, name, key or None)
-    st.out.emit({"name": name, "rows_changed": changed}, lambda c: c.print(f"{name}: {changed} rows changed"))
+    st.out.emit({"name": name, "rows_changed": changed}, lambda c: c.print(f"{escape(name)}: {changed} rows changed"))
 
 
 @app.command("list")
@@ -107,7 +112,8 @@ def list_cmd(ctx: typer.Context) -> None:
     def render(console: Console) -> None:
         table = Table("TVIEW", "key", "mode", "rank", "sources")
         for t in tviews:
-            table.add_row(t.name, t.key, t.mode, str(t.rank), ", ".join(s.name for s in t.sources))
+            sources = ", ".join(s.name for s in t.sources)
+            table.add_row(escape(t.name), escape(t.key), t.mode, str(t.rank), escape(sources))
         console.print(table if tviews else "no TVIEWs")
 
     st.out.emit([t.as_dict() for t in tviews], render)
@@ -136,9 +142,10 @@ def explain(ctx: typer.Context, name: Annotated[str, typer.Argument(help="TVIEW 
 
     def render(console: Console) -> None:
         _render_tview(plan.tview)(console)
-        console.print(f"  root access for a key: {plan.root_access}")
+        console.print(f"  root access for a key: {escape(plan.root_access)}")
         for source in plan.sources:
-            console.print(f"\n[bold]source {source.name}[/] ({source.kind}); reads {', '.join(source.columns_read)}")
+            reads = escape(", ".join(source.columns_read))
+            console.print(f"\n[bold]source {escape(source.name)}[/] ({source.kind}); reads {reads}")
             for trigger in source.triggers:
                 console.print(f"  trigger {trigger['name']} {trigger['event']}{'' if trigger['enabled'] else ' [red](disabled)[/]'}")
             for lineage in source.lineage:
@@ -147,7 +154,8 @@ def explain(ctx: typer.Context, name: Annotated[str, typer.Argument(help="TVIEW 
         if plan.missing_indexes:
             console.print("\n[bold yellow]lookups without a supporting index[/]")
             for missing in plan.missing_indexes:
-                console.print(f"  {missing.table} ({', '.join(missing.columns)}) for {missing.purpose}: {missing.create_sql};")
+                console.print(f"  {escape(missing.table)} ({escape(', '.join(missing.columns))}) for {missing.purpose}:"
+                              f" {escape(missing.create_sql)};")
         console.print("\n[bold]refresh function[/]")
         console.print(plan.refresh_sql, markup=False, highlight=False)
 

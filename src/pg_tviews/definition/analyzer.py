@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 import psycopg
 from pglast import ast, parse_sql
-from pglast.enums import A_Expr_Kind, BoolExprType, NullTestType, SetOperation, SubLinkType
+from pglast.enums import A_Expr_Kind, BoolExprType, JoinType, NullTestType, SetOperation, SubLinkType
 from pglast.parser import ParseError, scan
 
 from .model import Definition, Edge, Hop, Lineage, Occurrence, OutputColumn, Relation
@@ -22,6 +22,46 @@ from .positions import char_offset, definition_error
 from .relations import RelationLookup
 
 KEY_PREFIX = "pk_"
+
+#: PostgreSQL accepts nesting deeper than the recursive walk below (and pglast's C parser, which
+#: crashes the process on left-deep chains of about 20,000 operators) can take: definitions are
+#: bounded before they are parsed (tokens) and before they are walked (parse tree depth).
+MAX_TOKENS = 20_000
+MAX_DEPTH = 400
+
+#: SQL keywords whose value is the time of the transaction, by SQLValueFunction operation number
+TIME_KEYWORDS = ("CURRENT_DATE", "CURRENT_TIME", "CURRENT_TIME", "CURRENT_TIMESTAMP", "CURRENT_TIMESTAMP",
+                 "LOCALTIME", "LOCALTIME", "LOCALTIMESTAMP", "LOCALTIMESTAMP")
+
+#: names PostgreSQL reserves for the system columns of every table
+SYSTEM_COLUMNS = ("tableoid", "xmin", "cmin", "xmax", "cmax", "ctid")
+
+#: (type, part of it) for each given type with a part that has no default btree or hash equality,
+#: looking through domains, arrays and composite types the way PostgreSQL's type cache does
+EQUALITY_LACKING_SQL = """
+WITH RECURSIVE part(given, oid) AS (
+    SELECT g.name, g.name::pg_catalog.regtype::oid FROM unnest(%s::text[]) AS g(name)
+  UNION
+    SELECT p.given, x.oid
+      FROM part p JOIN pg_catalog.pg_type t ON t.oid = p.oid
+     CROSS JOIN LATERAL (
+           SELECT t.typelem WHERE t.typcategory = 'A' AND t.typelem <> 0
+           UNION ALL SELECT t.typbasetype WHERE t.typtype = 'd'
+           UNION ALL SELECT a.atttypid FROM pg_catalog.pg_attribute a
+                      WHERE t.typtype = 'c' AND a.attrelid = t.typrelid AND a.attnum > 0 AND NOT a.attisdropped
+           ) x(oid)
+)
+SELECT p.given, pg_catalog.format_type(p.oid, NULL)
+  FROM part p JOIN pg_catalog.pg_type t ON t.oid = p.oid
+ WHERE t.typtype = 'b' AND t.typcategory <> 'A'
+   AND NOT EXISTS (
+       SELECT FROM pg_catalog.pg_opclass c JOIN pg_catalog.pg_am am ON am.oid = c.opcmethod
+        WHERE am.amname IN ('btree', 'hash') AND c.opcdefault
+          AND (c.opcintype = t.oid OR EXISTS (
+               SELECT FROM pg_catalog.pg_cast k
+                WHERE k.castsource = t.oid AND k.casttarget = c.opcintype AND k.castmethod = 'b'
+                  AND k.castcontext = 'i')))
+"""
 
 AGGREGATE_HINT = "aggregate children per root row in a correlated subquery, e.g. (SELECT jsonb_agg(...) FROM child c WHERE c.fk = root.pk)"
 
@@ -77,10 +117,11 @@ class Scope:
 
     def spans_roots(self) -> bool:
         """True when rows of this level may belong to several roots (top level, derived tables
-        and views in the top-level FROM); False inside a correlated subquery, which runs per row."""
+        and views in the top-level FROM); False inside a correlated subquery or LATERAL derived
+        table, which runs per row."""
         scope: Scope | None = self
         while scope is not None:
-            if scope.kind == "sublink" and scope.correlated:
+            if scope.kind in ("sublink", "derived") and scope.correlated:
                 return False
             scope = scope.parent
         return True
@@ -100,6 +141,12 @@ class Analyzer:
         self._aggregate_cache: dict[str, bool] = {}
         #: location in the definition of the view reference being expanded (errors inside views)
         self._view_location: list[int | None] = []
+        #: parse tree depth of the definition plus the helper views being expanded
+        self._depth = 0
+        #: ids of occurrences on the nullable side of an outer join (their columns may be NULL)
+        self._nullable: set[int] = set()
+        #: (occurrence id, column, occurrence id, column) equalities stated in the top-level query
+        self._top_equalities: set[tuple[int, str, int, str]] = set()
 
     # -- errors ----------------------------------------------------------------------------------
 
@@ -116,7 +163,9 @@ class Analyzer:
     # -- entry point ---------------------------------------------------------------------------
 
     def analyze(self, key: str | None = None) -> Definition:
+        self._check_session()
         stmt = self._parse()
+        self._depth = self._check_depth(stmt, MAX_DEPTH)
         output = self._check_with_postgres()
         top = Scope(None, "top", 0)
         self._select(stmt, top)
@@ -129,6 +178,7 @@ class Analyzer:
         lineages = self._lineages(root, root_key, top)
         self._check_multiplicity(stmt, top, root)
         self._check_volatility()
+        self._check_comparable(columns)
         return Definition(
             sql=self.sql,
             key=key_name,
@@ -143,7 +193,55 @@ class Analyzer:
 
     # -- parsing and PostgreSQL's own validation -------------------------------------------------
 
+    def _check_session(self) -> None:
+        """pglast reads string literals as PostgreSQL does with standard_conforming_strings on; with
+        it off, backslashes in literals would make PostgreSQL run another statement than the one
+        analyzed (for instance one reading tables that get no triggers)."""
+        if self.conn.execute("SELECT current_setting('standard_conforming_strings')").fetchone()[0] != "on":
+            raise self.error(None, "standard_conforming_strings is off in this session: the definition would not "
+                             "be read the way it is analyzed",
+                             hint="SET standard_conforming_strings = on (the default)",
+                             construct="standard_conforming_strings")
+
+    def _check_text(self) -> None:
+        """Text that pglast and PostgreSQL cannot both read, or that pglast cannot parse safely."""
+        nul = self.sql.find("\x00")
+        if nul >= 0:
+            raise self.error(nul, "the definition contains a NUL character", hint="remove it",
+                             construct="NUL character")
+        try:
+            self.sql.encode()
+        except UnicodeEncodeError as exc:
+            raise self.error(exc.start, "the definition is not valid Unicode text (it contains a lone surrogate)",
+                             hint="pass the text decoded from UTF-8", construct="encoding") from None
+        try:
+            tokens = len(scan(self.sql))
+        except Exception:  # not even scannable: the parser reports the error with its position
+            tokens = 0
+        if tokens > MAX_TOKENS:
+            raise self.error(None, f"the definition has {tokens} tokens, more than the {MAX_TOKENS} pg_tviews analyzes",
+                             hint="split it: read other TVIEWs or helper views", construct="definition size")
+
+    def _check_depth(self, stmt: ast.Node, budget: int) -> int:
+        """Depth of a parse tree, measured without recursion; the analysis walks it recursively, so a
+        tree deeper than `budget` is rejected before the walk could exhaust Python's stack."""
+        deepest = 0
+        pending: list[tuple[object, int]] = [(stmt, 1)]
+        while pending:
+            node, depth = pending.pop()
+            if depth > budget:
+                location = getattr(node, "location", None)
+                raise self.error(self._loc(location if isinstance(location, int) and location >= 0 else None),
+                                 f"the definition is nested more than {MAX_DEPTH} levels deep",
+                                 hint="flatten long chains of operators or nested subqueries",
+                                 construct="nesting depth")
+            deepest = max(deepest, depth)
+            children = node if isinstance(node, (list, tuple)) else [getattr(node, attr) for attr in node]
+            pending.extend((child, depth + 1) for child in children if isinstance(child, (ast.Node, list, tuple)))
+        return deepest
+
     def _parse(self) -> ast.SelectStmt:
+        self._check_text()
         try:
             statements = parse_sql(self.sql)
         except ParseError as exc:
@@ -156,7 +254,7 @@ class Analyzer:
                              hint="remove the other statements", construct="multiple statements")
         stmt = statements[0].stmt
         if not isinstance(stmt, ast.SelectStmt) or stmt.valuesLists:
-            kind = type(stmt).__name__.replace("Stmt", "").upper()
+            kind = "VALUES" if isinstance(stmt, ast.SelectStmt) else type(stmt).__name__.replace("Stmt", "").upper()
             raise self.error(0, f"a definition must be a SELECT, not {kind}", construct=kind)
         # keep the statement text only (drops a trailing semicolon and surrounding blanks)
         raw = statements[0]
@@ -265,16 +363,27 @@ class Analyzer:
             if node.isNatural:
                 raise self.error(self._loc(self._join_location(node)), "NATURAL joins are not supported",
                                  hint="write the join condition with ON or USING", construct="NATURAL JOIN")
+            alias = node.alias or node.join_using_alias
+            if alias is not None:
+                raise self.error(self._loc(self._first_location(node)),
+                                 f"aliased joins ({alias.aliasname}) are not supported",
+                                 hint="refer to the joined tables by their own aliases", construct="aliased join")
+            start = len(scope.items)
             self._from_item(node.larg, scope)
             left_items = list(scope.items)
             self._from_item(node.rarg, scope)
             right_items = scope.items[len(left_items):]
+            nullable = {JoinType.JOIN_LEFT: right_items, JoinType.JOIN_RIGHT: left_items[start:],
+                        JoinType.JOIN_FULL: left_items[start:] + right_items}.get(node.jointype, [])
+            for item in nullable:
+                occurrences = [item.occurrence] if item.occurrence is not None else item.derived.all_occurrences()
+                self._nullable.update(occ.id for occ in occurrences)
             for using in node.usingClause or ():
                 col = using.sval
                 left = next((it for it in reversed(left_items) if col in it.columns), None)
                 right = next((it for it in right_items if col in it.columns), None)
                 if left is not None and right is not None:
-                    self._add_edge(self._item_origin(left, col), self._item_origin(right, col))
+                    self._add_edge(self._item_origin(left, col), self._item_origin(right, col), scope)
                 self._mark_item_read(left, col)
                 self._mark_item_read(right, col)
             if node.quals is not None:
@@ -318,10 +427,14 @@ class Analyzer:
             self.helper_views.append(view_name)
             child = Scope(scope, "view", self._loc(node.location), view_name=view_name, inherit_lookup=False)
             self._view_location.append((self._loc(node.location) if not self._view_location else self._view_location[-1][0], view_name))
+            depth = 0
             try:
                 view_stmt = parse_sql(found.view_sql)[0].stmt
+                depth = self._check_depth(view_stmt, MAX_DEPTH - self._depth)
+                self._depth += depth
                 outputs = self._select(view_stmt, child)
             finally:
+                self._depth -= depth
                 self._view_location.pop()
             self._add_derived(scope, child, alias, outputs, node.alias, relname=node.relname, schema=node.schemaname)
             return
@@ -402,9 +515,9 @@ class Analyzer:
     def _equality(self, left, right, scope: Scope) -> None:
         if isinstance(left, ast.RowExpr) and isinstance(right, ast.RowExpr) and len(left.args) == len(right.args):
             for a, b in zip(left.args, right.args):
-                self._add_edge(self._origin(a, scope), self._origin(b, scope))
+                self._add_edge(self._origin(a, scope), self._origin(b, scope), scope)
             return
-        self._add_edge(self._origin(left, scope), self._origin(right, scope))
+        self._add_edge(self._origin(left, scope), self._origin(right, scope), scope)
 
     def _sublink(self, node: ast.SubLink, scope: Scope) -> None:
         child = Scope(scope, "sublink", self._loc(node.location))
@@ -538,9 +651,12 @@ class Analyzer:
             return None
         return self._item_origin(resolved[0], resolved[1])
 
-    def _add_edge(self, a: tuple[Occurrence, str] | None, b: tuple[Occurrence, str] | None) -> None:
+    def _add_edge(self, a: tuple[Occurrence, str] | None, b: tuple[Occurrence, str] | None,
+                  stated_in: Scope | None = None) -> None:
         if a is None or b is None or a[0] is b[0]:
             return
+        if stated_in is not None and stated_in.kind == "top":
+            self._top_equalities |= {(a[0].id, a[1], b[0].id, b[1]), (b[0].id, b[1], a[0].id, a[1])}
         for edge in self.edges:
             if edge.a is a[0] and edge.b is b[0]:
                 if (a[1], b[1]) not in edge.pairs:
@@ -586,6 +702,9 @@ class Analyzer:
             if name == "?column?":
                 raise self.error(location, f"output column {index + 1} has no name",
                                  hint="give it one with AS name", construct="unnamed column")
+            if name in SYSTEM_COLUMNS:
+                raise self.error(location, f"output column {name!r} has the name of a system column of PostgreSQL tables",
+                                 hint="rename it with AS", construct="system column name")
             if name in seen:
                 raise self.error(location, f"output column {name!r} appears more than once",
                                  hint="give each output column a distinct name with AS", construct="duplicate column")
@@ -617,6 +736,13 @@ class Analyzer:
         if occ not in self._top_level_occurrences(top):
             raise self.error(column.location, f"the key {column.name!r} must come from a table in the top-level FROM",
                              construct="key")
+        if occ.id in self._nullable:
+            raise self.error(
+                column.location,
+                f"the key {column.name!r} comes from {occ.label()}, which is on the nullable side of an outer join: "
+                "rows without a root row would have a NULL key",
+                hint=f"make {occ.label()} the preserved side (FROM root LEFT JOIN other), or join it with an inner join",
+                construct="key")
         relation = occ.relation
         if not any(cols == (col,) for cols in relation.unique_not_null):
             raise self.error(
@@ -692,6 +818,8 @@ class Analyzer:
         if stmt.groupClause or top.distinct:
             return
         top_occ = set(top.occurrences)
+        # tables of derived tables and helper views in the top-level FROM, when joined there
+        nested = set(self._top_level_occurrences(top)) - top_occ
         for item in top.items:
             occ = item.occurrence
             if occ is None or occ is root:
@@ -700,6 +828,10 @@ class Analyzer:
             for edge in self.edges:
                 if (edge.a is occ and edge.b in top_occ) or (edge.b is occ and edge.a in top_occ):
                     joined |= {mine for mine, _other in edge.columns_at(occ)}
+                elif occ in (edge.a, edge.b) and edge.other(occ) in nested:
+                    other = edge.other(occ)
+                    joined |= {mine for mine, theirs in edge.columns_at(occ)
+                               if (occ.id, mine, other.id, theirs) in self._top_equalities}
             unique = [cols for cols in [occ.relation.primary_key, *occ.relation.unique_not_null] if cols]
             if not any(set(cols) <= joined for cols in unique):
                 raise self.error(
@@ -711,7 +843,8 @@ class Analyzer:
                 )
 
     def _check_volatility(self) -> None:
-        """Volatile functions make a row differ between refreshes: reject them.
+        """Volatile functions make a row differ between refreshes, and so do the functions returning
+        the time of the transaction (now(), CURRENT_DATE, ...): reject them.
 
         PostgreSQL resolves which functions the definition really calls (overloads, operators,
         built-ins): a temporary view stores its rewritten query tree, whose function references
@@ -720,21 +853,68 @@ class Analyzer:
             with self.conn.transaction(force_rollback=True):
                 self.conn.execute(f"CREATE TEMPORARY VIEW pg_tviews_volatility_probe AS {self.sql}")
                 rows = self.conn.execute(
-                    "SELECT DISTINCT p.proname FROM pg_catalog.pg_rewrite r,"
+                    "SELECT DISTINCT p.proname, p.provolatile = 'v' FROM pg_catalog.pg_rewrite r,"
                     " regexp_matches(r.ev_action::text, ':(?:funcid|opfuncid|aggfnoid|winfnoid) (\\d+)', 'g') m"
                     " JOIN pg_catalog.pg_proc p ON p.oid = m[1]::oid"
-                    " WHERE r.ev_class = 'pg_tviews_volatility_probe'::regclass AND p.provolatile = 'v'"
-                    " ORDER BY 1"
+                    " WHERE r.ev_class = 'pg_tviews_volatility_probe'::regclass"
+                    "   AND (p.provolatile = 'v' OR p.oid IN ('pg_catalog.now()'::regprocedure,"
+                    "        'pg_catalog.transaction_timestamp()'::regprocedure,"
+                    "        'pg_catalog.statement_timestamp()'::regprocedure))"
+                    " ORDER BY 2 DESC, 1"
                 ).fetchall()
+                # CURRENT_DATE, CURRENT_TIME[STAMP], LOCALTIME[STAMP] are SQLValueFunction nodes
+                rows += [(TIME_KEYWORDS[int(op)], False) for (op,) in self.conn.execute(
+                    "SELECT DISTINCT m[1] FROM pg_catalog.pg_rewrite r,"
+                    " regexp_matches(r.ev_action::text, '\\{SQLVALUEFUNCTION :op ([0-8]) ', 'g') m"
+                    " WHERE r.ev_class = 'pg_tviews_volatility_probe'::regclass ORDER BY 1"
+                ).fetchall()]
         except psycopg.errors.Error as exc:
             raise self.error(0, f"PostgreSQL rejects the definition as a view: {exc.diag.message_primary}",
                              construct="sql") from None
-        if rows:
-            name = rows[0][0]
+        if not rows:
+            return
+        name, volatile = rows[0]
+        if volatile:
             raise self.error(self._function_location(name), f"volatile function {name}() is not allowed",
                              hint="a TVIEW row must be the same whenever it is recomputed; use a stable value, "
                                   "or store it in a source table",
                              construct="volatile function")
+        keyword = name.isupper()
+        raise self.error(self._keyword_location((name,)) if keyword else self._function_location(name),
+                         f"{name}{'' if keyword else '()'} is the time of the transaction computing the row, "
+                         "which differs at every refresh",
+                         hint="a TVIEW row must be the same whenever it is recomputed: store the time in a source "
+                              "table (a column with DEFAULT now()) and read that",
+                         construct="time-dependent function")
+
+    def _check_comparable(self, columns: list[OutputColumn]) -> None:
+        """Maintenance compares values to write only what changed: old and new images of the source
+        columns it reads (UPDATE gates) and current and fresh TVIEW rows (the refresh). Types without
+        a btree or hash equality (json, xml, point, ...) make those comparisons fail at the first
+        write, or miss changes (box and circle compare by area)."""
+        read = {(occ, name): occ.relation.columns[name].type
+                for occ in self.occurrences for name in sorted(occ.columns_read) if name in occ.relation.columns}
+        types = sorted({c.type for c in columns} | set(read.values()))
+        lacking = dict(self.conn.execute(EQUALITY_LACKING_SQL, (types,)).fetchall())
+
+        def incomparable(typ: str) -> str:
+            part = "" if lacking[typ] == typ else f" (through its {lacking[typ]} part)"
+            return f"type {typ}{part}, which has no equality operator"
+
+        for column in columns:
+            if column.type in lacking:
+                raise self.error(
+                    column.location, f"output column {column.name!r} has {incomparable(column.type)}",
+                    hint="build JSON with the jsonb functions (jsonb_build_object, jsonb_agg, to_jsonb), "
+                         "or cast the value to a comparable type (::jsonb, ::text)",
+                    construct="type without equality")
+        for (occ, name), typ in read.items():
+            if typ in lacking:
+                raise self.error(
+                    occ.location, f"column {occ.relation.display()}.{name} has {incomparable(typ)}: a TVIEW "
+                    "cannot read it",
+                    hint="change the column to a comparable type (jsonb instead of json), or do not read it",
+                    construct="type without equality")
 
     # -- small helpers --------------------------------------------------------------------------------
 
