@@ -26,7 +26,7 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -420,6 +420,34 @@ def _validate(cluster: Cluster, user: str, result: PgUpgradeResult) -> None:
             f" (and {len(bad) - 1} more failures)" if len(bad) > 1 else "")
 
 
+def _checked(old: Cluster, new_bins: Binaries, user: str, result: PgUpgradeResult, steps: Steps, limits: Limits,
+             method: str, cluster_checks: Callable[[], list[Check]] = list) -> tuple[ServerFacts, bool]:
+    """The phase before anything changes: the old server started if it was stopped, read, checked
+    (pg-tviews' checks in every database holding pg_tviews, then `cluster_checks`), the journal
+    opened. A failed check refuses, journaled, with the server left as it was found. Returns the
+    server's facts and whether it was running."""
+    was_running = old.is_running()
+    if not was_running:
+        with steps("start the old server for the checks"):
+            old.start()
+    try:
+        facts = server_facts(old, user)
+        result.port = facts.port
+        with steps("pre-upgrade checks"):
+            checks, result.databases = _database_checks(old, user, facts, target_bindir=str(new_bins.bindir),
+                                                        limits=limits)
+            result.checks = [_target_check(new_bins, limits), *cluster_checks(), *checks]
+        _journal_start(old, user, result, method)
+        if any(c.status == "fail" for c in result.checks):
+            _journal_finish(old, user, result, "failed", "refused by the pre-upgrade checks")
+            refuse_if_failed(result)
+    except BaseException:
+        if not was_running:
+            old.stop()
+        raise
+    return facts, was_running
+
+
 # -- minor --------------------------------------------------------------------------------------
 
 
@@ -448,25 +476,7 @@ def minor(datadir: str | os.PathLike[str], old_bindir: str, new_bindir: str, *, 
     result.rollback = (f"restart on the previous binaries: pg-tviews pg-upgrade minor --data-dir {data} "
                        f"--old-bindir {new_bins.bindir} --new-bindir {old_bins.bindir}")
     steps = Steps(result.steps, progress)
-    was_running = old.is_running()
-    if not was_running:
-        with steps("start the server on the old binaries for the checks"):
-            old.start()
-    try:
-        facts = server_facts(old, user)
-        result.port = facts.port
-        with steps("pre-upgrade checks"):
-            checks, result.databases = _database_checks(old, user, facts, target_bindir=str(new_bins.bindir),
-                                                        limits=limits)
-            result.checks = [_target_check(new_bins, limits), *checks]
-        _journal_start(old, user, result, "minor: restart on new binaries")
-        if any(c.status == "fail" for c in result.checks):
-            _journal_finish(old, user, result, "failed", "refused by the pre-upgrade checks")
-            refuse_if_failed(result)
-    except BaseException:
-        if not was_running:
-            old.stop()
-        raise
+    facts, was_running = _checked(old, new_bins, user, result, steps, limits, "minor: restart on new binaries")
     with steps("clean shutdown"):
         old.stop("fast")
     try:
@@ -478,8 +488,8 @@ def minor(datadir: str | os.PathLike[str], old_bindir: str, new_bindir: str, *, 
         _journal_finish(old, user, result, "failed", result.error)
         if not was_running:
             old.stop()
-        raise UpgradeError(result.error, hint=f"the server runs on {old_bins.bindir} again; see {data / 'server.log'}"
-                           " or the server's log") from exc
+        raise UpgradeError(result.error, hint=f"the server runs on {old_bins.bindir} again; see {new.log_path} "
+                           "or the server's own log") from exc
     _finish(new, user, result, was_running, steps)
     return result
 
@@ -527,27 +537,10 @@ def major(old_bindir: str, old_datadir: str | os.PathLike[str], new_bindir: str,
     result = PgUpgradeResult("major", method, version_text(old_bins), version_text(new_bins), str(old_dir),
                              str(new_dir), str(old_bins.bindir), str(new_bins.bindir))
     steps = Steps(result.steps, progress)
-    was_running = old.is_running()
-    if not was_running:
-        with steps("start the old server for the checks"):
-            old.start()
-    try:
-        facts = server_facts(old, user)
-        result.port = facts.port
-        with steps("pre-upgrade checks"):
-            checks, result.databases = _database_checks(old, user, facts, target_bindir=str(new_bins.bindir),
-                                                        limits=limits)
-            result.checks = [_target_check(new_bins, limits), _prepared_check(old, user),
-                             _disk_check(old_dir, new_dir, method, limits),
-                             *([_link_check(old_dir, new_dir)] if method == "link" else []), *checks]
-        _journal_start(old, user, result, f"pg_upgrade --{method}")
-        if any(c.status == "fail" for c in result.checks):
-            _journal_finish(old, user, result, "failed", "refused by the pre-upgrade checks")
-            refuse_if_failed(result)
-    except BaseException:
-        if not was_running:
-            old.stop()
-        raise
+    facts, was_running = _checked(
+        old, new_bins, user, result, steps, limits, f"pg_upgrade --{method}",
+        lambda: [_prepared_check(old, user), _disk_check(old_dir, new_dir, method, limits),
+                 *([_link_check(old_dir, new_dir)] if method == "link" else [])])
     workdir = Path(tempfile.mkdtemp(prefix="pg_tviews-pg_upgrade-", dir="/tmp"))
     ensure_owned_dir(workdir, owner)
     new_existed = new_dir.exists()
