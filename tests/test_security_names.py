@@ -347,3 +347,26 @@ def test_cli_rejects_hostile_input_with_one_line_errors(pg, hostile, tvdb):
     assert refreshed.returncode == 2 and "Traceback" not in refreshed.stderr.decode()
     assert canary_alive(hostile)
     assert snapshot(hostile) == before
+
+
+# -- definitions are read the way PostgreSQL reads them ---------------------------------------------------------
+
+# With standard_conforming_strings on, 'a\' is a string and the rest of the line a comment; with it off,
+# the backslash escapes the quote and the statement also reads `victim`, which would get no triggers.
+DIFFERENTIAL = "SELECT u.pk_user, 'a\\' AS b --' AS c, (SELECT max(x) FROM victim) AS d\n  FROM tb_user u"
+
+
+@pytest.mark.majors("newest")
+def test_definitions_are_read_as_postgresql_reads_them(pg, hostile):
+    before = snapshot(hostile)
+    hostile.execute("SET standard_conforming_strings = off")
+    with pytest.raises(DefinitionError, match="standard_conforming_strings is off") as info:
+        engine.create(hostile, "tv_literal", DIFFERENTIAL)
+    assert info.value.hint == "SET standard_conforming_strings = on (the default)"
+    assert snapshot(hostile) == before
+    hostile.execute("RESET standard_conforming_strings")
+    tview = engine.create(hostile, "tv_literal", DIFFERENTIAL)
+    assert [s.name for s in tview.sources] == ["public.tb_user"]
+    assert hostile.execute("SELECT b FROM tv_literal WHERE pk_user = 1").fetchone()[0] == "a\\"
+    hostile.execute("INSERT INTO victim VALUES (2)")
+    assert_exact(hostile, "tv_literal")
