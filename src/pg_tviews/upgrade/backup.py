@@ -188,7 +188,8 @@ def _restore_into(admin: psycopg.Connection, dsn: str, manifest: dict, archive: 
     if create:
         admin.execute(sql.SQL("CREATE DATABASE {} TEMPLATE template0").format(sql.Identifier(database)))
     target = make_conninfo(libpq_dsn(dsn), dbname=database)
-    if (manifest.get("catalog") or {}).get("mode") == "extension":
+    extension_mode = (manifest.get("catalog") or {}).get("mode") == "extension"
+    if extension_mode:
         with psycopg.connect(target, autocommit=True) as conn:
             conn.execute(sql.SQL("CREATE EXTENSION pg_tviews VERSION {}").format(
                 sql.Literal(manifest["catalog"]["version"])))
@@ -205,7 +206,6 @@ def _restore_into(admin: psycopg.Connection, dsn: str, manifest: dict, archive: 
     # (CREATE EXTENSION made them), and pg_dump does not order that data by the keys: parallel
     # jobs break them at random. The dump is consistent, so the data section loads with
     # foreign-key triggers off (session_replication_role: superuser only, as is the extension).
-    extension_mode = (manifest.get("catalog") or {}).get("mode") == "extension"
     for section in SECTIONS if sections or extension_mode else (None,):
         what = f"restoring {section}" if section else "restoring"
         env = None
