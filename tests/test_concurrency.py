@@ -12,7 +12,7 @@ import pytest
 import workload
 from interleave import Session
 from oracle import assert_exact
-from pg_tviews import worker
+from pg_tviews import engine, worker
 
 MODES = ["immediate", "deferred", "async"]
 ISOLATIONS = ["read committed", "repeatable read", "serializable"]
@@ -260,3 +260,54 @@ def test_failed_queue_items_are_retried_and_kept_with_their_error(pg, tvconn):
     worker.drain(tvconn)
     assert worker.status(tvconn).pending == 0
     assert_exact(tvconn, *workload.TVIEWS)
+
+
+# A to-one chain of three tables: comment -> post -> author. Renaming an author reaches comments
+# through posts, which neither transaction below changes.
+TV_COMMENT = """
+SELECT c.pk_comment, c.body, p.title, u.name AS author
+  FROM tb_comment c JOIN tb_post p ON p.pk_post = c.fk_post LEFT JOIN tb_user u ON u.pk_user = p.fk_user"""
+
+CHAIN_SCENARIOS = {
+    # post p belongs to user 1 + p % 12 (post 1 to user 2); comment c is on post 1 + c % 30
+    "author renamed while a comment moves under their post, renamer first": [
+        (0, "BEGIN"), (1, "BEGIN"),
+        (0, "UPDATE tb_user SET name = 'renamed' WHERE pk_user = 2"),
+        (1, "UPDATE tb_comment SET fk_post = 1 WHERE pk_comment = 3"),
+        (0, "COMMIT"), (1, "COMMIT"),
+    ],
+    "author renamed while a comment moves under their post, mover first": [
+        (0, "BEGIN"), (1, "BEGIN"),
+        (1, "UPDATE tb_comment SET fk_post = 1 WHERE pk_comment = 3"),
+        (0, "UPDATE tb_user SET name = 'renamed' WHERE pk_user = 2"),
+        (1, "COMMIT"), (0, "COMMIT"),
+    ],
+    "post handed to a renamed author while a comment arrives": [
+        (0, "BEGIN"), (1, "BEGIN"), (2, "BEGIN"),
+        (0, "UPDATE tb_user SET name = 'renamed' WHERE pk_user = 5"),
+        (1, "UPDATE tb_post SET fk_user = 5 WHERE pk_post = 1"),
+        (2, "INSERT INTO tb_comment (pk_comment, fk_post, fk_user, body) VALUES (700, 1, 3, 'new')"),
+        (2, "COMMIT"), (1, "COMMIT"), (0, "COMMIT"),
+    ],
+}
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("iso", ISOLATIONS)
+@pytest.mark.parametrize("scenario", list(CHAIN_SCENARIOS))
+def test_changes_meeting_through_unchanged_rows(pg, tvconn, connect, scenario, iso, mode):
+    """Each transaction sees only its own end of a path whose middle row neither changes: the
+    commit step must still notice the other (the lineage's crossing slots)."""
+    workload.setup(tvconn, mode)
+    for name in ("tv_feed", "tv_post", "tv_user"):  # alone, so that no other TVIEW row orders them
+        engine.drop(tvconn, name)
+    engine.create(tvconn, "tv_comment", TV_COMMENT, mode=mode)
+    dsn = tvconn.info.dsn
+    steps = CHAIN_SCENARIOS[scenario]
+    failed = play(dsn, connect(dsn), steps, iso)
+    for session, sqlstate in failed.items():
+        assert sqlstate == "40001" and iso != "read committed", (session, sqlstate)
+        retry(tvconn, steps, session, iso)
+    if mode == "async":
+        worker.drain(tvconn)
+    assert_exact(tvconn, "tv_comment", context=f"after '{scenario}' at {iso}, {mode} mode")

@@ -422,7 +422,8 @@ def regenerate(conn: psycopg.Connection, tview: TView, mode: str | None = None) 
             (names.view,),
         ).fetchall()
         compiled = compile_tview(definition, names, columns, mode or tview.mode, tview.rank)
-        for statement in compiled.functions + [fn for s in compiled.sources for fn in s.functions]:
+        generated = compiled.sequences + compiled.functions + [fn for s in compiled.sources for fn in s.functions]
+        for statement in generated:
             conn.execute(statement)
         return compiled
     finally:

@@ -32,13 +32,13 @@ class Compiled:
     names: Names
     view: str
     table: str
-    sequence: str
+    sequences: list[str]
     functions: list[str]
     populate: str
     sources: list[SourcePlan]
 
     def statements_after_view(self) -> list[str]:
-        return [self.table, self.sequence, *self.functions,
+        return [self.table, *self.sequences, *self.functions,
                 *(fn for s in self.sources for fn in s.functions)]
 
     def trigger_statements(self) -> list[str]:
@@ -58,7 +58,10 @@ def compile_tview(definition: Definition, names: Names, columns: list[tuple[str,
     )
     table = (f"CREATE TABLE {names.target} (\n    {coldefs},\n"
              f"    PRIMARY KEY ({ident(definition.key)})\n)")
-    sequence = f"CREATE SEQUENCE {names.commits} AS bigint MINVALUE 0 NO CYCLE"
+    # last committers (see the catalog's runtime notes); unlogged: their values only matter while
+    # the transactions that wrote them could still be concurrent with others
+    sequences = [f"CREATE UNLOGGED SEQUENCE IF NOT EXISTS {seq} AS bigint MINVALUE 0 NO CYCLE"
+                 for seq in (names.commits, names.coarse)]
     functions = [
         apply_function(definition, names, names_only),
         full_function(definition, names, names_only),
@@ -74,7 +77,7 @@ def compile_tview(definition: Definition, names: Names, columns: list[tuple[str,
         sources.append(plan)
     populate = (f"INSERT INTO {names.target} ({column_list(names_only)})"
                 f" SELECT {column_list(names_only)} FROM {names.view}")
-    return Compiled(names, view_statement(definition, names), table, sequence, functions, populate, sources)
+    return Compiled(names, view_statement(definition, names), table, sequences, functions, populate, sources)
 
 
 __all__ = ["Compiled", "Names", "SourcePlan", "compile_tview", "ident", "literal", "view_statement"]

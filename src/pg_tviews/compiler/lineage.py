@@ -8,8 +8,20 @@ the root key, the root table itself is not joined.
 
 from __future__ import annotations
 
-from ..definition import Definition, Lineage
+from ..definition import Definition, Hop, Lineage
 from .sqltext import ident, literal
+
+
+def hop_joins(hops: list[Hop], start: str = "s") -> tuple[list[str], str]:
+    """JOIN clauses following `hops` from the rows aliased `start`, and the alias of the last."""
+    joins = []
+    previous = start
+    for index, hop in enumerate(hops, start=1):
+        alias = f"j{index}"
+        on = " AND ".join(f"{alias}.{ident(dst)} = {previous}.{ident(src)}" for src, dst in hop.pairs)
+        joins.append(f"JOIN {ident(*hop.dst.relation.qualified)} {alias} ON {on}")
+        previous = alias
+    return joins, previous
 
 
 def lineage_select(definition: Definition, lineage: Lineage, rows: str) -> str:
@@ -18,20 +30,12 @@ def lineage_select(definition: Definition, lineage: Lineage, rows: str) -> str:
     if lineage.is_root:
         return f"SELECT s.{key} AS k FROM {rows}"
     hops = lineage.hops
-    joins = []
-    previous = "s"
-    key_expr = None
-    for index, hop in enumerate(hops, start=1):
-        last = index == len(hops)
-        if last and lineage.direct:
-            column = next(src for src, dst in hop.pairs if dst == definition.root_key)
-            key_expr = f"{previous}.{ident(column)}"
-            break
-        alias = f"j{index}"
-        on = " AND ".join(f"{alias}.{ident(dst)} = {previous}.{ident(src)}" for src, dst in hop.pairs)
-        joins.append(f"JOIN {ident(*hop.dst.relation.qualified)} {alias} ON {on}")
-        previous = alias
-    if key_expr is None:
+    if lineage.direct:  # the last hop equates a column with the root key: no need to join the root
+        joins, previous = hop_joins(hops[:-1])
+        column = next(src for src, dst in hops[-1].pairs if dst == definition.root_key)
+        key_expr = f"{previous}.{ident(column)}"
+    else:
+        joins, previous = hop_joins(hops)
         key_expr = f"{previous}.{key}"
     return " ".join([f"SELECT {key_expr} AS k FROM {rows}", *joins])
 

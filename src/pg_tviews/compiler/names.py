@@ -56,6 +56,10 @@ class Names:
     def commits(self) -> str:
         return self._obj("commits")
 
+    @property
+    def coarse(self) -> str:
+        return self._obj("coarse")
+
     def trigger_function(self, position: int, event: str) -> str:
         return self._obj(f"s{position}_{event}")
 

@@ -22,7 +22,12 @@ from __future__ import annotations
 from ..definition import Definition, Relation
 from .lineage import entry_values, lineage_id, lineage_select
 from .names import Names
+from .slots import changed_row_slots, crossing_slots, key_slot
 from .sqltext import ident, literal, row
+
+#: longest list of slots kept for one TVIEW in a transaction (characters); beyond, its commit step
+#: compares with every commit since its snapshot instead (see slots.py)
+SLOT_LIST_LIMIT = 30000
 
 _EVENT_SQL = {"ins": "INSERT", "upd": "UPDATE", "del": "DELETE", "trunc": "TRUNCATE"}
 
@@ -51,7 +56,7 @@ def gate_setting(names: Names, position: int) -> str:
 
 
 def record_block(names: Names, mode: str, rank: int, *, keys: bool, hops: bool, dirty: bool,
-                 full: bool, stats: bool) -> str:
+                 full: bool, stats: bool, slots: bool = False) -> str:
     """PL/pgSQL recording this statement's changes for the commit step (see the catalog's notes on
     pg_tviews.* settings): arm the step once per transaction, then append to this TVIEW's lists."""
     n = names.id
@@ -89,6 +94,19 @@ def record_block(names: Names, mode: str, rank: int, *, keys: bool, hops: bool, 
             f"        PERFORM set_config('pg_tviews.h{n}', acc || h::text || E'\\n', true);",
             "    END IF;",
         ]
+    if slots:
+        lines += [
+            "    IF cardinality(l) > 0 THEN",
+            f"        acc := coalesce(current_setting('pg_tviews.l{n}', true), '');",
+            f"        IF length(acc) > {SLOT_LIST_LIMIT} THEN  -- too many to check one by one: a coarse commit",
+            f"            IF strpos(coalesce(current_setting('pg_tviews.x{n}', true), ''), 'c') = 0 THEN",
+            f"                PERFORM set_config('pg_tviews.x{n}', coalesce(current_setting('pg_tviews.x{n}', true), '') || 'c', true);",
+            "            END IF;",
+            "        ELSE",
+            f"            PERFORM set_config('pg_tviews.l{n}', acc || ',' || array_to_string(l, ','), true);",
+            "        END IF;",
+            "    END IF;",
+        ]
     if dirty:
         lines += [
             "    IF cardinality(d) > 0 THEN",
@@ -124,6 +142,7 @@ DECLARE
     snap pg_snapshot;
     r tviews.apply_result;
     d bigint[];
+    l integer[];
     acc text;
 BEGIN
 """
@@ -159,25 +178,36 @@ BEGIN
         hops_expr = "NULL::jsonb"
     reset_gate = (f"    PERFORM set_config({literal(gate_setting(names, position))}, '', true);\n"
                   if event == "upd" else "")
+    if mode == "immediate":  # the commit step checks interference by slots (see slots.py)
+        selects = changed_row_slots(definition, relation, "chg s")
+        for lin in lineages:
+            selects += crossing_slots(definition, lin, "chg s")
+        union = "\n            UNION ALL ".join(selects) if selects else "SELECT NULL::integer AS l"
+        slots_expr = f"ARRAY(SELECT DISTINCT x.l FROM (\n            {union}\n        ) x)"
+    else:
+        slots_expr = "NULL::integer[]"
     compute = reset_gate + f"""    WITH chg AS MATERIALIZED (
         {changed_rows(definition, relation, event)}
     )
     SELECT {keys_expr},
            {hops_expr},
-           pg_current_snapshot()
-      INTO k, h, snap;
+           pg_current_snapshot(),
+           {slots_expr}
+      INTO k, h, snap, l;
     IF cardinality(k) = 0 AND h IS NULL THEN
         RETURN NULL;
     END IF;
 """
     if mode == "immediate":
         act = f"""    IF cardinality(k) > 0 THEN
+        l := l || ARRAY(SELECT {key_slot('x')} FROM unnest(k) x);
         r := {names.apply}(k);
         IF cardinality(r.contended) > 0 THEN
             d := tviews.contend({entity}, r.contended);
         END IF;
     END IF;
-""" + record_block(names, mode, rank, keys=True, hops=bool(later), dirty=True, full=False, stats=True)
+""" + record_block(names, mode, rank, keys=True, hops=bool(later), dirty=True, full=False, stats=True,
+                   slots=True)
     elif mode == "deferred":
         act = "    snap := NULL;\n" + record_block(names, mode, rank, keys=True, hops=bool(later), dirty=False,
                                                     full=False, stats=False)

@@ -148,10 +148,17 @@ $$;
 -- both commit). Statement triggers therefore record what changed, and a deferred trigger
 -- re-examines it at commit under a per-TVIEW advisory lock, taken in one global order (rank, id),
 -- with a fresh snapshot. Writers stay concurrent until commit; only that short step is
--- serialized per TVIEW, and a cheap check skips the recomputation when no other transaction
--- changed the TVIEW's sources since this one's first statement-time refresh: each commit step
--- writes its transaction id into the TVIEW's sequence tviews.tv<id>_commits (non-transactional,
--- so even a REPEATABLE READ snapshot can see that someone committed after it).
+-- serialized per TVIEW, and a check skips the recomputation when no transaction that committed
+-- since this one's first statement-time refresh could have made it stale:
+--   * READ COMMITTED, immediate mode: the transaction's commit slots (compiler/slots.py) are
+--     written to tviews.commit_slot, which returns who wrote each slot last; only a slot last
+--     written by a transaction committed after our snapshot counts. With many writers on
+--     unrelated rows the recomputation is almost always skipped.
+--   * otherwise (deferred mode, REPEATABLE READ, SERIALIZABLE, TRUNCATE, very large changes): the
+--     commit is coarse. Each commit step writes its transaction id into the TVIEW's sequence
+--     tviews.tv<id>_commits, coarse ones also into tviews.tv<id>_coarse (sequences are
+--     non-transactional, so even a REPEATABLE READ snapshot sees that someone committed after
+--     it); a coarse commit compares with the former, a fine one with the latter.
 --
 -- The state of the current transaction lives in transaction-local settings: they cost no I/O,
 -- roll back with ROLLBACK TO SAVEPOINT, vanish at the end of the transaction and never leak
@@ -162,8 +169,10 @@ $$;
 --   pg_tviews.todo      ',rank:id:mode,...' TVIEWs to finish at commit (mode i, d)
 --   pg_tviews.k<id>     keys to recompute (comma separated)
 --   pg_tviews.h<id>     lineage entry values to re-evaluate (jsonb documents, one per line)
---   pg_tviews.x<id>     flags: d (rows left to the commit step), f (full refresh asked by TRUNCATE)
+--   pg_tviews.x<id>     flags: d (rows left to the commit step), f (full refresh asked by TRUNCATE),
+--                       c (too many slots: a coarse commit)
 --   pg_tviews.s<id>     'rows ms' changed and spent at statement time (statistics)
+--   pg_tviews.l<id>     commit slots (comma separated), immediate mode
 -- Key and entry lists longer than 60,000 characters spill to tviews.tx_change.
 
 CREATE UNLOGGED TABLE tviews.tx_change (
@@ -178,6 +187,19 @@ CREATE INDEX tx_change_xid_idx ON tviews.tx_change (xid, entity_id);
 -- only ever holds rows of transactions in progress, which a crash aborts anyway.
 CREATE UNLOGGED TABLE tviews.tx_marker (
     xid xid8 PRIMARY KEY
+);
+
+-- Commit slots of immediate TVIEWs (see compiler/slots.py): for each slot, the last transaction
+-- whose commit step recorded it, and the one before. Written only under the TVIEW's commit lock.
+-- UNLOGGED: after a crash no transaction that wrote it is still running.
+CREATE UNLOGGED TABLE tviews.commit_slot (
+    entity_id         integer NOT NULL,
+    slot              integer NOT NULL,
+    last_xid          xid8 NOT NULL,
+    serializable      boolean NOT NULL,
+    prev_xid          xid8,
+    prev_serializable boolean,
+    PRIMARY KEY (entity_id, slot)
 );
 
 -- TVIEW rows a commit step could not write because another transaction held them while waiting
@@ -347,7 +369,9 @@ AS $$
 DECLARE
     me         xid8 := pg_current_xact_id();
     iso        text := current_setting('transaction_isolation');
+    ser        boolean := current_setting('transaction_isolation') = 'serializable';
     snap       pg_snapshot;
+    horizon    xid8;
     done       text := ',';
     entry      text;
     best       text;
@@ -355,9 +379,12 @@ DECLARE
     parts      text[];
     id         text;
     seq        regclass;
+    coarse_seq regclass;
     last_value bigint;
     last_xid   xid8;
     interfered boolean;
+    nonser     boolean;
+    coarse     boolean;
     flags      text;
     stats      text;
     changed    bigint;
@@ -390,21 +417,67 @@ BEGIN
         id := parts[2];
         started := clock_timestamp();
         PERFORM pg_advisory_xact_lock(tviews.lock_class(), id::integer);
+        -- at READ COMMITTED every transaction id assigned so far is below this (a fresh snapshot);
+        -- larger values were written by another cluster (a restored dump) and mean nothing here
+        horizon := CASE WHEN iso = 'read committed' THEN pg_snapshot_xmax(pg_current_snapshot())
+                        ELSE '18446744073709551615'::xid8 END;
 
         -- Did a transaction that changed this TVIEW's sources commit after our statement-time
-        -- refresh (READ COMMITTED) or after our snapshot (REPEATABLE READ, SERIALIZABLE)?
+        -- refresh (READ COMMITTED) or after our snapshot (REPEATABLE READ, SERIALIZABLE), in a way
+        -- that could make what we refreshed stale?
+        flags := coalesce(current_setting('pg_tviews.x' || id, true), '');
         seq := ('tviews.tv' || id || '_commits')::regclass;
-        last_value := pg_sequence_last_value(seq);
-        interfered := false;
+        coarse_seq := to_regclass('tviews.tv' || id || '_coarse');
+        -- Fine-grained (slots) only for immediate TVIEWs at READ COMMITTED with a bounded change;
+        -- other commits are coarse: compared with every commit since, and announced to all.
+        coarse := parts[3] <> 'i' OR iso <> 'read committed' OR coarse_seq IS NULL
+                  OR strpos(flags, 'f') > 0 OR strpos(flags, 'c') > 0
+                  OR current_setting('pg_tviews.spilled', true) = 'on';
+        IF coarse THEN
+            -- compared with every commit since: the last committer of any change to the sources
+            last_value := pg_sequence_last_value(seq);
+        ELSE
+            -- compared with the commits that share a slot (see compiler/slots.py), and with the
+            -- last coarse commit
+            last_value := pg_sequence_last_value(coarse_seq);
+            WITH up AS (
+                INSERT INTO tviews.commit_slot AS c (entity_id, slot, last_xid, serializable)
+                SELECT id::integer, x.slot, me, ser
+                  FROM (SELECT DISTINCT v::integer AS slot
+                          FROM unnest(string_to_array(trim(BOTH ',' FROM
+                                  coalesce(current_setting('pg_tviews.l' || id, true), '')), ',')) v) x
+                 ORDER BY x.slot
+                ON CONFLICT (entity_id, slot) DO UPDATE
+                   SET prev_xid = c.last_xid, prev_serializable = c.serializable,
+                       last_xid = excluded.last_xid, serializable = excluded.serializable
+                RETURNING c.prev_xid, c.prev_serializable
+            )
+            SELECT coalesce(bool_or(true), false), coalesce(bool_or(NOT up.prev_serializable), false)
+              INTO interfered, nonser
+              FROM up
+             WHERE up.prev_xid IS NOT NULL AND up.prev_xid <> me AND up.prev_xid < horizon
+               AND (snap IS NULL OR NOT pg_visible_in_snapshot(up.prev_xid, snap));
+        END IF;
         IF last_value IS NOT NULL THEN
             last_xid := (last_value >> 1)::text::xid8;
-            interfered := last_xid <> me AND (
-                snap IS NULL
-                OR NOT pg_visible_in_snapshot(last_xid, snap)
-                OR pg_xact_status(last_xid) IS DISTINCT FROM 'committed');
+            IF last_xid <> me AND last_xid < horizon
+               AND (snap IS NULL OR NOT pg_visible_in_snapshot(last_xid, snap)) THEN
+                nonser := coalesce(nonser, false) OR last_value & 1 = 0;
+                interfered := true;
+            END IF;
         END IF;
-        flags := coalesce(current_setting('pg_tviews.x' || id, true), '');
-        IF iso <> 'read committed' AND interfered AND (iso = 'repeatable read' OR last_value & 1 = 0) THEN
+        interfered := coalesce(interfered, false);
+        IF iso <> 'read committed' AND interfered AND (iso = 'repeatable read' OR nonser) THEN
+            -- Before failing the transaction, make sure the last committer is real: it may have
+            -- aborted after its step, or (after a restore) be an id of another cluster, from the
+            -- future here (pg_xact_status() raises then). Only here: it costs a subtransaction.
+            BEGIN
+                interfered := pg_xact_status(last_xid) IS DISTINCT FROM 'aborted';
+            EXCEPTION WHEN OTHERS THEN
+                interfered := false;
+            END;
+        END IF;
+        IF iso <> 'read committed' AND interfered AND (iso = 'repeatable read' OR nonser) THEN
             -- This snapshot cannot see a concurrent change to the TVIEW's sources; refreshing from
             -- it could leave rows stale. Among serializable transactions SSI detects real conflicts.
             RAISE EXCEPTION USING
@@ -414,13 +487,16 @@ BEGIN
                                    WHERE e.id = parts[2]::integer)),
                 HINT = 'retry the transaction';
         END IF;
-        IF parts[3] <> 'i' OR flags <> '' OR (interfered AND iso = 'read committed')
+        IF parts[3] <> 'i' OR strpos(flags, 'd') > 0 OR strpos(flags, 'f') > 0 OR (interfered AND iso = 'read committed')
            OR EXISTS (SELECT 1 FROM tviews.repair r WHERE r.entity_id = parts[2]::integer) THEN
             changed := tviews.commit_recompute(id::integer, strpos(flags, 'f') > 0);
         ELSE
             changed := 0;
         END IF;
-        PERFORM setval(seq, (me::text::bigint << 1) | (CASE WHEN iso = 'serializable' THEN 1 ELSE 0 END), true);
+        PERFORM setval(seq, (me::text::bigint << 1) | (CASE WHEN ser THEN 1 ELSE 0 END), true);
+        IF coarse AND coarse_seq IS NOT NULL THEN
+            PERFORM setval(coarse_seq, (me::text::bigint << 1) | (CASE WHEN ser THEN 1 ELSE 0 END), true);
+        END IF;
 
         stats := coalesce(nullif(current_setting('pg_tviews.s' || id, true), ''), '0 0');
         ids := ids || id::integer;
@@ -431,6 +507,7 @@ BEGIN
         PERFORM set_config('pg_tviews.h' || id, '', true);
         PERFORM set_config('pg_tviews.x' || id, '', true);
         PERFORM set_config('pg_tviews.s' || id, '', true);
+        PERFORM set_config('pg_tviews.l' || id, '', true);
     END LOOP;
     INSERT INTO tviews.refresh_event (entity_id, origin, rows_changed, duration_ms)
     SELECT i, 'transaction', n, t FROM unnest(ids, rows, ms) AS u(i, n, t);
@@ -839,6 +916,8 @@ BEGIN
     EXECUTE format('DROP TABLE IF EXISTS %I.%I', t.schema_name, t.table_name);
     EXECUTE format('DROP VIEW IF EXISTS tviews.%I', 'tv' || t.id || '_def');
     EXECUTE format('DROP SEQUENCE IF EXISTS tviews.%I', 'tv' || t.id || '_commits');
+    EXECUTE format('DROP SEQUENCE IF EXISTS tviews.%I', 'tv' || t.id || '_coarse');
+    DELETE FROM tviews.commit_slot WHERE entity_id = t.id;
     PERFORM tviews.unregister_tview(t.id);
     RETURN true;
 END
