@@ -422,8 +422,7 @@ def regenerate(conn: psycopg.Connection, tview: TView, mode: str | None = None) 
             (names.view,),
         ).fetchall()
         compiled = compile_tview(definition, names, columns, mode or tview.mode, tview.rank)
-        generated = compiled.sequences + compiled.functions + [fn for s in compiled.sources for fn in s.functions]
-        for statement in generated:
+        for statement in compiled.functions + [fn for s in compiled.sources for fn in s.functions]:
             conn.execute(statement)
         return compiled
     finally:

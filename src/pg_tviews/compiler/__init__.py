@@ -8,6 +8,7 @@ from ..definition import Definition, Relation
 from .lineage import lineage_function, lineage_select
 from .names import EVENTS, Names
 from .refresh import apply_function, full_function
+from .slots import crossing_function
 from .sqltext import column_list, ident, literal
 from .triggers import create_triggers, trigger_function
 
@@ -32,13 +33,12 @@ class Compiled:
     names: Names
     view: str
     table: str
-    sequences: list[str]
     functions: list[str]
     populate: str
     sources: list[SourcePlan]
 
     def statements_after_view(self) -> list[str]:
-        return [self.table, *self.sequences, *self.functions,
+        return [self.table, *self.functions,
                 *(fn for s in self.sources for fn in s.functions)]
 
     def trigger_statements(self) -> list[str]:
@@ -58,14 +58,11 @@ def compile_tview(definition: Definition, names: Names, columns: list[tuple[str,
     )
     table = (f"CREATE TABLE {names.target} (\n    {coldefs},\n"
              f"    PRIMARY KEY ({ident(definition.key)})\n)")
-    # last committers (see the catalog's runtime notes); unlogged: their values only matter while
-    # the transactions that wrote them could still be concurrent with others
-    sequences = [f"CREATE UNLOGGED SEQUENCE IF NOT EXISTS {seq} AS bigint MINVALUE 0 NO CYCLE"
-                 for seq in (names.commits, names.coarse)]
     functions = [
         apply_function(definition, names, names_only),
         full_function(definition, names, names_only),
         lineage_function(definition, names.lineage),
+        crossing_function(definition, names.crossing),
     ]
     sources = []
     for position, relation in enumerate(definition.relations(), start=1):
@@ -77,7 +74,7 @@ def compile_tview(definition: Definition, names: Names, columns: list[tuple[str,
         sources.append(plan)
     populate = (f"INSERT INTO {names.target} ({column_list(names_only)})"
                 f" SELECT {column_list(names_only)} FROM {names.view}")
-    return Compiled(names, view_statement(definition, names), table, sequences, functions, populate, sources)
+    return Compiled(names, view_statement(definition, names), table, functions, populate, sources)
 
 
 __all__ = ["Compiled", "Names", "SourcePlan", "compile_tview", "ident", "literal", "view_statement"]

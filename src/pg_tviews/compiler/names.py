@@ -57,8 +57,8 @@ class Names:
         return self._obj("commits")
 
     @property
-    def coarse(self) -> str:
-        return self._obj("coarse")
+    def crossing(self) -> str:
+        return self._obj("crossing")
 
     def trigger_function(self, position: int, event: str) -> str:
         return self._obj(f"s{position}_{event}")

@@ -28,12 +28,12 @@ Hash collisions only cause extra recomputation.
 from __future__ import annotations
 
 from ..definition import Definition, Edge, Lineage, Occurrence, Relation
-from .lineage import hop_joins
+from .lineage import hop_joins, lineage_id, recordset
 from .sqltext import ident
 
 #: slots per TVIEW (hash values are reduced to this range); the commit_slot table holds at most
-#: this many rows per TVIEW
-SLOTS = 65536
+#: this many rows per TVIEW, and a commit that cannot list its slots takes them all
+SLOTS = 4096
 #: pseudo edge number of TVIEW keys
 KEY_EDGE = 0
 
@@ -115,3 +115,22 @@ def crossing_slots(definition: Definition, lineage: Lineage, rows: str) -> list[
         expr = slot(edge_number(definition, edge), _values_at(edge, hop.src, alias), _edge_types(edge))
         selects.append(" ".join([f"SELECT {expr} AS l FROM {rows}", *joins]))
     return selects
+
+
+def crossing_function(definition: Definition, fn: str) -> str:
+    """Function mapping recorded entry values (as for the lineage function) to the slots of the
+    rows their lineages cross after the first hop, evaluated at commit."""
+    parts = []
+    for lin in definition.lineages:
+        if lin.needs_reevaluation:
+            rows = f"jsonb_array_elements(hop_sets) h(hs), {recordset(definition, lin)}"
+            parts += crossing_slots(definition, lin, rows)
+    body = "\n        UNION ALL\n        ".join(parts) if parts else "SELECT NULL::integer AS l WHERE false"
+    return f"""CREATE OR REPLACE FUNCTION {fn}(hop_sets jsonb) RETURNS integer[]
+    LANGUAGE sql STABLE SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp
+AS $fn$
+    SELECT ARRAY(SELECT DISTINCT x.l FROM (
+        {body}
+    ) x WHERE x.l IS NOT NULL)
+$fn$"""

@@ -178,10 +178,11 @@ BEGIN
         hops_expr = "NULL::jsonb"
     reset_gate = (f"    PERFORM set_config({literal(gate_setting(names, position))}, '', true);\n"
                   if event == "upd" else "")
-    if mode == "immediate":  # the commit step checks interference by slots (see slots.py)
+    if mode != "async":  # the commit step checks interference by slots (see slots.py)
         selects = changed_row_slots(definition, relation, "chg s")
-        for lin in lineages:
-            selects += crossing_slots(definition, lin, "chg s")
+        if mode == "immediate":  # deferred mode evaluates lineages at commit only
+            for lin in lineages:
+                selects += crossing_slots(definition, lin, "chg s")
         union = "\n            UNION ALL ".join(selects) if selects else "SELECT NULL::integer AS l"
         slots_expr = f"ARRAY(SELECT DISTINCT x.l FROM (\n            {union}\n        ) x)"
     else:
@@ -209,8 +210,9 @@ BEGIN
 """ + record_block(names, mode, rank, keys=True, hops=bool(later), dirty=True, full=False, stats=True,
                    slots=True)
     elif mode == "deferred":
-        act = "    snap := NULL;\n" + record_block(names, mode, rank, keys=True, hops=bool(later), dirty=False,
-                                                    full=False, stats=False)
+        act = (f"    snap := NULL;\n    l := l || ARRAY(SELECT {key_slot('x')} FROM unnest(k) x);\n"
+               + record_block(names, mode, rank, keys=True, hops=bool(later), dirty=False, full=False, stats=False,
+                              slots=True))
     else:
         act = f"    PERFORM tviews.enqueue({entity}, k, h, false);\n"
     return header + compute + act + footer

@@ -189,16 +189,14 @@ CREATE UNLOGGED TABLE tviews.tx_marker (
     xid xid8 PRIMARY KEY
 );
 
--- Commit slots of immediate TVIEWs (see compiler/slots.py): for each slot, the last transaction
--- whose commit step recorded it, and the one before. Written only under the TVIEW's commit lock.
+-- Commit slots (see compiler/slots.py): for each slot of a TVIEW, the last transaction whose commit
+-- step took it, and the one before (returned to the taker). A taker holds the row until it ends.
 -- UNLOGGED: after a crash no transaction that wrote it is still running.
 CREATE UNLOGGED TABLE tviews.commit_slot (
-    entity_id         integer NOT NULL,
-    slot              integer NOT NULL,
-    last_xid          xid8 NOT NULL,
-    serializable      boolean NOT NULL,
-    prev_xid          xid8,
-    prev_serializable boolean,
+    entity_id integer NOT NULL,
+    slot      integer NOT NULL,
+    last_xid  xid8 NOT NULL,
+    prev_xid  xid8,
     PRIMARY KEY (entity_id, slot)
 );
 
@@ -362,29 +360,95 @@ $$;
 -- Deferred constraint trigger on tx_marker: the commit step of every TVIEW the transaction
 -- changed, in dependency order (rank, id): locks are taken in one global order, and cascades add
 -- work for later TVIEWs while it runs. Also runs at PREPARE TRANSACTION.
+-- Slots the lineages of what the current transaction recorded for one TVIEW reach when evaluated
+-- now: the keys found and the rows crossed (see compiler/slots.py). With the recorded slots of
+-- the changed rows, the complete set for a commit that evaluates its lineages at commit time.
+CREATE FUNCTION tviews.lineage_slots(p_entity integer) RETURNS integer[]
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    id       text := p_entity::text;
+    me       xid8 := pg_current_xact_id();
+    hop_sets jsonb;
+    keys     bigint[];
+    crossing integer[];
+BEGIN
+    SELECT jsonb_agg(h::jsonb) INTO hop_sets
+      FROM unnest(string_to_array(trim(BOTH E'\n' FROM coalesce(current_setting('pg_tviews.h' || id, true), '')), E'\n')) h;
+    IF current_setting('pg_tviews.spilled', true) = 'on' THEN
+        SELECT coalesce(hop_sets, '[]') || coalesce(jsonb_agg(c.hops), '[]') INTO hop_sets
+          FROM tviews.tx_change c WHERE c.xid = me AND c.entity_id = p_entity AND c.hops IS NOT NULL;
+    END IF;
+    IF hop_sets IS NULL OR hop_sets = '[]' THEN
+        RETURN '{}';
+    END IF;
+    EXECUTE format('SELECT tviews.%I($1), tviews.%I($1)', 'tv' || id || '_lineage', 'tv' || id || '_crossing')
+       INTO keys, crossing USING hop_sets;
+    RETURN coalesce(crossing, '{}')
+        || ARRAY(SELECT pg_catalog.hash_record(ROW(0, k)) & (tviews.slot_count() - 1) FROM unnest(keys) k);
+END
+$$;
+
+CREATE FUNCTION tviews.slot_count() RETURNS integer
+    LANGUAGE sql IMMUTABLE PARALLEL SAFE
+    AS $$ SELECT 4096 $$;
+
+-- Write the given slots of a TVIEW (in slot order: a global order, so commit steps waiting for
+-- each other's slots cannot deadlock) and tell whether one of them was last written by a
+-- transaction that committed after `p_snap` (a READ COMMITTED step waits for those still running
+-- and then sees them; at REPEATABLE READ and SERIALIZABLE, PostgreSQL itself raises a
+-- serialization failure when a slot changed after the snapshot).
+CREATE FUNCTION tviews.take_slots(p_entity integer, p_slots integer[], p_snap pg_snapshot) RETURNS boolean
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    me      xid8 := pg_current_xact_id();
+    prevs   xid8[];
+    horizon xid8;
+BEGIN
+    WITH up AS (
+        INSERT INTO tviews.commit_slot AS c (entity_id, slot, last_xid)
+        SELECT p_entity, x.slot, me FROM (SELECT DISTINCT unnest(p_slots) AS slot) x ORDER BY x.slot
+        ON CONFLICT (entity_id, slot) DO UPDATE SET prev_xid = c.last_xid, last_xid = excluded.last_xid
+        RETURNING c.prev_xid
+    )
+    SELECT array_agg(DISTINCT up.prev_xid) INTO prevs FROM up WHERE up.prev_xid <> me;
+    IF prevs IS NULL THEN
+        RETURN false;
+    END IF;
+    -- Every transaction id assigned so far is below this (at READ COMMITTED a fresh snapshot,
+    -- after the waits above); larger values were written by another cluster (a restored dump of
+    -- this table) and mean nothing here.
+    horizon := CASE WHEN current_setting('transaction_isolation') = 'read committed'
+                    THEN pg_snapshot_xmax(pg_current_snapshot()) ELSE pg_current_xact_id() END;
+    RETURN EXISTS (SELECT 1 FROM unnest(prevs) x
+                    WHERE x < horizon AND (p_snap IS NULL OR NOT pg_visible_in_snapshot(x, p_snap)));
+END
+$$;
+
 CREATE FUNCTION tviews.tx_commit() RETURNS trigger
     LANGUAGE plpgsql SECURITY DEFINER
     SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     me         xid8 := pg_current_xact_id();
-    iso        text := current_setting('transaction_isolation');
-    ser        boolean := current_setting('transaction_isolation') = 'serializable';
+    rc         boolean := current_setting('transaction_isolation') = 'read committed';
+    first_snap pg_snapshot;
     snap       pg_snapshot;
-    horizon    xid8;
     done       text := ',';
     entry      text;
     best       text;
     best_key   integer[];
     parts      text[];
     id         text;
-    seq        regclass;
-    coarse_seq regclass;
-    last_value bigint;
-    last_xid   xid8;
-    interfered boolean;
-    nonser     boolean;
+    recorded   integer[];
+    slots      integer[];
     coarse     boolean;
+    attempt    integer;
+    interfered boolean;
+    stale      boolean;
     flags      text;
     stats      text;
     changed    bigint;
@@ -396,10 +460,10 @@ BEGIN
     IF coalesce(current_setting('pg_tviews.xact', true), '') <> me::text THEN
         RETURN NULL;  -- already finished (SET CONSTRAINTS ... IMMEDIATE ran the step earlier)
     END IF;
-    IF iso = 'read committed' THEN
-        snap := nullif(current_setting('pg_tviews.snapshot'), '')::pg_snapshot;
+    IF rc THEN
+        first_snap := nullif(current_setting('pg_tviews.snapshot'), '')::pg_snapshot;
     ELSE
-        snap := pg_current_snapshot();
+        first_snap := pg_current_snapshot();
     END IF;
     LOOP
         best := NULL;
@@ -416,70 +480,44 @@ BEGIN
         parts := string_to_array(best, ':');
         id := parts[2];
         started := clock_timestamp();
-        PERFORM pg_advisory_xact_lock(tviews.lock_class(), id::integer);
-        -- at READ COMMITTED every transaction id assigned so far is below this (a fresh snapshot);
-        -- larger values were written by another cluster (a restored dump) and mean nothing here
-        horizon := CASE WHEN iso = 'read committed' THEN pg_snapshot_xmax(pg_current_snapshot())
-                        ELSE '18446744073709551615'::xid8 END;
-
-        -- Did a transaction that changed this TVIEW's sources commit after our statement-time
-        -- refresh (READ COMMITTED) or after our snapshot (REPEATABLE READ, SERIALIZABLE), in a way
-        -- that could make what we refreshed stale?
         flags := coalesce(current_setting('pg_tviews.x' || id, true), '');
-        seq := ('tviews.tv' || id || '_commits')::regclass;
-        coarse_seq := to_regclass('tviews.tv' || id || '_coarse');
-        -- Fine-grained (slots) only for immediate TVIEWs at READ COMMITTED with a bounded change;
-        -- other commits are coarse: compared with every commit since, and announced to all.
-        coarse := parts[3] <> 'i' OR iso <> 'read committed' OR coarse_seq IS NULL
-                  OR strpos(flags, 'f') > 0 OR strpos(flags, 'c') > 0
-                  OR current_setting('pg_tviews.spilled', true) = 'on';
-        IF coarse THEN
-            -- compared with every commit since: the last committer of any change to the sources
-            last_value := pg_sequence_last_value(seq);
-        ELSE
-            -- compared with the commits that share a slot (see compiler/slots.py), and with the
-            -- last coarse commit
-            last_value := pg_sequence_last_value(coarse_seq);
-            WITH up AS (
-                INSERT INTO tviews.commit_slot AS c (entity_id, slot, last_xid, serializable)
-                SELECT id::integer, x.slot, me, ser
-                  FROM (SELECT DISTINCT v::integer AS slot
-                          FROM unnest(string_to_array(trim(BOTH ',' FROM
-                                  coalesce(current_setting('pg_tviews.l' || id, true), '')), ',')) v) x
-                 ORDER BY x.slot
-                ON CONFLICT (entity_id, slot) DO UPDATE
-                   SET prev_xid = c.last_xid, prev_serializable = c.serializable,
-                       last_xid = excluded.last_xid, serializable = excluded.serializable
-                RETURNING c.prev_xid, c.prev_serializable
-            )
-            SELECT coalesce(bool_or(true), false), coalesce(bool_or(NOT up.prev_serializable), false)
-              INTO interfered, nonser
-              FROM up
-             WHERE up.prev_xid IS NOT NULL AND up.prev_xid <> me AND up.prev_xid < horizon
-               AND (snap IS NULL OR NOT pg_visible_in_snapshot(up.prev_xid, snap));
-        END IF;
-        IF last_value IS NOT NULL THEN
-            last_xid := (last_value >> 1)::text::xid8;
-            IF last_xid <> me AND last_xid < horizon
-               AND (snap IS NULL OR NOT pg_visible_in_snapshot(last_xid, snap)) THEN
-                nonser := coalesce(nonser, false) OR last_value & 1 = 0;
-                interfered := true;
+        recorded := string_to_array(trim(BOTH ',' FROM coalesce(current_setting('pg_tviews.l' || id, true), '')), ',')::integer[];
+        -- A commit that cannot list its slots (TRUNCATE, too many changes) takes them all.
+        coarse := strpos(flags, 'f') > 0 OR strpos(flags, 'c') > 0 OR current_setting('pg_tviews.spilled', true) = 'on';
+
+        -- Take the slots, and find out whether a transaction that shares one committed after the
+        -- snapshot our rows were computed from (see the notes above). At READ COMMITTED, when one
+        -- did, evaluate the lineages again from a fresh snapshot, give the slots back (rolling
+        -- back the subtransaction releases their row locks, so waits stay in slot order) and take
+        -- the new set: a few rounds, then all slots.
+        attempt := 0;
+        stale := parts[3] <> 'i';  -- deferred: computed at commit in any case
+        snap := CASE WHEN parts[3] = 'i' THEN first_snap END;
+        LOOP
+            attempt := attempt + 1;
+            IF coarse OR attempt > 4 THEN
+                slots := ARRAY(SELECT generate_series(0, tviews.slot_count() - 1));
+                snap := coalesce(snap, first_snap);
+            ELSIF snap IS NULL OR attempt > 1 THEN
+                snap := CASE WHEN rc THEN pg_current_snapshot() ELSE first_snap END;
+                slots := coalesce(recorded, '{}') || tviews.lineage_slots(id::integer);
+            ELSE
+                slots := coalesce(recorded, '{}');
             END IF;
-        END IF;
-        interfered := coalesce(interfered, false);
-        IF iso <> 'read committed' AND interfered AND (iso = 'repeatable read' OR nonser) THEN
-            -- Before failing the transaction, make sure the last committer is real: it may have
-            -- aborted after its step, or (after a restore) be an id of another cluster, from the
-            -- future here (pg_xact_status() raises then). Only here: it costs a subtransaction.
             BEGIN
-                interfered := pg_xact_status(last_xid) IS DISTINCT FROM 'aborted';
-            EXCEPTION WHEN OTHERS THEN
-                interfered := false;
+                interfered := tviews.take_slots(id::integer, slots, snap);
+                IF interfered AND rc AND NOT coarse AND attempt <= 4 THEN
+                    RAISE EXCEPTION USING ERRCODE = 'T0V01';  -- give the slots back, evaluate again
+                END IF;
+            EXCEPTION WHEN SQLSTATE 'T0V01' THEN
+                stale := true;
+                CONTINUE;
             END;
-        END IF;
-        IF iso <> 'read committed' AND interfered AND (iso = 'repeatable read' OR nonser) THEN
+            EXIT;
+        END LOOP;
+        IF interfered AND NOT rc THEN
             -- This snapshot cannot see a concurrent change to the TVIEW's sources; refreshing from
-            -- it could leave rows stale. Among serializable transactions SSI detects real conflicts.
+            -- it could leave rows stale.
             RAISE EXCEPTION USING
                 ERRCODE = 'serialization_failure',
                 MESSAGE = format('could not serialize access: sources of TVIEW %s were changed by a concurrent transaction',
@@ -487,15 +525,11 @@ BEGIN
                                    WHERE e.id = parts[2]::integer)),
                 HINT = 'retry the transaction';
         END IF;
-        IF parts[3] <> 'i' OR strpos(flags, 'd') > 0 OR strpos(flags, 'f') > 0 OR (interfered AND iso = 'read committed')
+        IF stale OR interfered OR strpos(flags, 'd') > 0 OR strpos(flags, 'f') > 0
            OR EXISTS (SELECT 1 FROM tviews.repair r WHERE r.entity_id = parts[2]::integer) THEN
             changed := tviews.commit_recompute(id::integer, strpos(flags, 'f') > 0);
         ELSE
             changed := 0;
-        END IF;
-        PERFORM setval(seq, (me::text::bigint << 1) | (CASE WHEN ser THEN 1 ELSE 0 END), true);
-        IF coarse AND coarse_seq IS NOT NULL THEN
-            PERFORM setval(coarse_seq, (me::text::bigint << 1) | (CASE WHEN ser THEN 1 ELSE 0 END), true);
         END IF;
 
         stats := coalesce(nullif(current_setting('pg_tviews.s' || id, true), ''), '0 0');
