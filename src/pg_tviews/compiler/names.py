@@ -53,10 +53,6 @@ class Names:
         return self._obj("lineage")
 
     @property
-    def commits(self) -> str:
-        return self._obj("commits")
-
-    @property
     def crossing(self) -> str:
         return self._obj("crossing")
 

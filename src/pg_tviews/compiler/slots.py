@@ -1,11 +1,12 @@
 """Commit slots: what a transaction's changes could interfere with, as small integers.
 
-The commit step of a TVIEW is serialized (per-TVIEW lock), and it must recompute what a
-transaction refreshed at statement time only when another transaction that committed since then
-could have made that stale. Checking "did anyone commit since my snapshot" is exact but, with
-many concurrent writers, always true. Instead every committer records the *slots* of its
-changes, and a transaction recomputes only when one of its own slots was last written by a
-transaction committed after its snapshot.
+The commit step must recompute what a transaction refreshed at statement time only when another
+transaction that committed since then could have made that stale, and two commit steps must
+run one after the other only when they could. "Did anyone commit since my snapshot" would be
+safe but, with many concurrent writers, always true. Instead every commit step takes the *slots*
+of its changes (rows of tviews.commit_slot, in slot order): steps sharing a slot wait for each
+other, and a transaction recomputes only when one of its slots was last taken by a transaction
+committed after its snapshot.
 
 A slot is a hash of an equality edge of the definition's graph and a value on it (or of a TVIEW
 key). A transaction's slots are:

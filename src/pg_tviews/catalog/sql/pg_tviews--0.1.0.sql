@@ -146,19 +146,17 @@ $$;
 -- own snapshot can leave a row stale forever (T1 renames a user and refreshes the user's posts;
 -- T2 concurrently inserts a post by that user and refreshes it while still seeing the old name;
 -- both commit). Statement triggers therefore record what changed, and a deferred trigger
--- re-examines it at commit under a per-TVIEW advisory lock, taken in one global order (rank, id),
--- with a fresh snapshot. Writers stay concurrent until commit; only that short step is
--- serialized per TVIEW, and a check skips the recomputation when no transaction that committed
--- since this one's first statement-time refresh could have made it stale:
---   * READ COMMITTED, immediate mode: the transaction's commit slots (compiler/slots.py) are
---     written to tviews.commit_slot, which returns who wrote each slot last; only a slot last
---     written by a transaction committed after our snapshot counts. With many writers on
---     unrelated rows the recomputation is almost always skipped.
---   * otherwise (deferred mode, REPEATABLE READ, SERIALIZABLE, TRUNCATE, very large changes): the
---     commit is coarse. Each commit step writes its transaction id into the TVIEW's sequence
---     tviews.tv<id>_commits, coarse ones also into tviews.tv<id>_coarse (sequences are
---     non-transactional, so even a REPEATABLE READ snapshot sees that someone committed after
---     it); a coarse commit compares with the former, a fine one with the latter.
+-- finishes it at commit, TVIEW by TVIEW in one global order (rank, id).
+--
+-- Who must look again: every transaction has *commit slots* per TVIEW (compiler/slots.py): small
+-- integers for the values its changes and its lineages touched. Two transactions whose changes
+-- could make each other's rows stale always share a slot. The commit step takes its slots
+-- (tviews.take_slots: rows of tviews.commit_slot, in slot order, held until the end of the
+-- transaction), which makes steps sharing a slot wait for each other and returns who took each
+-- slot last. If one of them committed after the snapshot our rows were computed from, the rows
+-- are recomputed from a fresh snapshot (READ COMMITTED) or the transaction fails with a
+-- serialization failure (REPEATABLE READ, SERIALIZABLE). Steps sharing no slot run side by side;
+-- with many writers on unrelated rows nothing is recomputed and nobody waits.
 --
 -- The state of the current transaction lives in transaction-local settings: they cost no I/O,
 -- roll back with ROLLBACK TO SAVEPOINT, vanish at the end of the transaction and never leak
@@ -949,8 +947,6 @@ BEGIN
     END LOOP;
     EXECUTE format('DROP TABLE IF EXISTS %I.%I', t.schema_name, t.table_name);
     EXECUTE format('DROP VIEW IF EXISTS tviews.%I', 'tv' || t.id || '_def');
-    EXECUTE format('DROP SEQUENCE IF EXISTS tviews.%I', 'tv' || t.id || '_commits');
-    EXECUTE format('DROP SEQUENCE IF EXISTS tviews.%I', 'tv' || t.id || '_coarse');
     DELETE FROM tviews.commit_slot WHERE entity_id = t.id;
     PERFORM tviews.unregister_tview(t.id);
     RETURN true;
