@@ -1,11 +1,12 @@
 """A catalog fingerprint: everything about schema tviews that an upgrade must get exactly right.
 
 Tables (columns with attnum, type, not-null, default, identity), constraints, indexes, functions
-(signature, kind, volatility, security, owner, settings, body), views, triggers, types, sequences,
-comments, ACLs, and in extension mode the tables marked for pg_dump. Objects generated for
-individual TVIEWs (tv<id>_*) are user data, not catalog, and are left out. Two databases whose
-fingerprints are equal have the same catalog, however they got there (fresh install, upgrade,
-downgrade, dump and restore), which is how every migration of the chain is proven.
+(signature, kind, volatility, security, owner, settings, body), views, triggers, event triggers
+(the DDL guard), types, sequences, comments, ACLs, and in extension mode the tables marked for
+pg_dump. Objects generated for individual TVIEWs (tv<id>_*) are user data, not catalog, and are
+left out. Two databases whose fingerprints are equal have the same catalog, however they got
+there (fresh install, upgrade, downgrade, dump and restore), which is how every migration of the
+chain is proven.
 """
 
 from __future__ import annotations
@@ -74,6 +75,12 @@ _QUERIES = {
         SELECT n.nspname, pg_catalog.pg_get_userbyid(n.nspowner), coalesce(n.nspacl::text, ''),
                coalesce(pg_catalog.obj_description(n.oid, 'pg_namespace'), '')
           FROM pg_catalog.pg_namespace n WHERE n.nspname = 'tviews'""",
+    "event_triggers": """
+        SELECT e.evtname, e.evtevent, e.evtfoid::regprocedure::text, e.evtenabled, coalesce(e.evttags::text, ''),
+               pg_catalog.pg_get_userbyid(e.evtowner)
+          FROM pg_catalog.pg_event_trigger e JOIN pg_catalog.pg_proc p ON p.oid = e.evtfoid
+         WHERE p.pronamespace = 'tviews'::regnamespace
+         ORDER BY 1""",
     "extension_config": """
         SELECT array_agg(c.relname ORDER BY c.relname)
           FROM pg_catalog.pg_extension e, unnest(e.extconfig) cfg(oid) JOIN pg_catalog.pg_class c ON c.oid = cfg.oid

@@ -137,9 +137,21 @@ BEGIN
     IF n > 0 THEN
         RETURN QUERY SELECT 'queue', 'fail', format('%s queue items failed permanently (see pg_tviews_queue.error_message)', n), 'error';
     END IF;
+    -- the DDL guard (event triggers: only a superuser creates them)
+    IF (SELECT count(*) FROM pg_catalog.pg_event_trigger et
+         WHERE et.evtname IN ('pg_tviews_ddl_guard', 'pg_tviews_drop_guard') AND et.evtenabled IN ('O', 'A')) < 2 THEN
+        RETURN QUERY SELECT 'guard', 'warn',
+            'DDL guard absent or disabled: renaming or dropping what TVIEWs read is not refused (its event triggers '
+            'need a catalog installed by a superuser): see `pg-tviews doctor`', 'warning';
+    ELSIF lower(coalesce(current_setting('pg_tviews.ddl_guard', true), '')) IN ('off', 'false', 'no', '0', 'f', 'n') THEN
+        RETURN QUERY SELECT 'guard', 'warn',
+            'DDL guard turned off (pg_tviews.ddl_guard): renaming or dropping what TVIEWs read is not refused', 'warning';
+    ELSE
+        RETURN QUERY SELECT 'guard', 'ok', 'DDL guard active: changes that would break TVIEWs are refused', 'info';
+    END IF;
     RETURN QUERY SELECT 'catalog', 'ok', format('pg_tviews %s, %s TVIEWs', tviews.pg_tviews_version(),
                                                  (SELECT count(*) FROM tviews.entity)), 'info';
 END
 $$;
 COMMENT ON FUNCTION tviews.pg_tviews_health_check(integer) IS
-    'Findings about every TVIEW (objects, triggers, drift, indexes, repairs, sizes) and the queue';
+    'Findings about every TVIEW (objects, triggers, drift, indexes, repairs, sizes), the queue and the DDL guard';

@@ -24,7 +24,10 @@ CREATE TABLE tviews.schema_migration (
 );
 
 -- Every upgrade run, whatever its outcome (written by `pg-tviews upgrade run` in a transaction of
--- its own, so that a failed migration is journaled too).
+-- its own, so that a failed migration is journaled too). A catalog migration runs in one session,
+-- `session_pid`, which holds the advisory lock (hashtext('pg_tviews.upgrade_history'), id) while
+-- it runs: a 'running' entry whose session is gone (a server crash, a killed client) was
+-- interrupted, and is recorded so by the next run (upgrade/journal.py).
 CREATE TABLE tviews.upgrade_history (
     id           bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     from_version text NOT NULL,
@@ -33,10 +36,11 @@ CREATE TABLE tviews.upgrade_history (
     started_at   timestamptz NOT NULL,
     finished_at  timestamptz,
     duration_ms  double precision,
-    result       text NOT NULL CHECK (result IN ('running', 'succeeded', 'failed', 'rolled back')),
+    result       text NOT NULL CHECK (result IN ('running', 'succeeded', 'failed', 'rolled back', 'interrupted')),
     error        text,
     checks       jsonb NOT NULL DEFAULT '[]',
-    backup_dir   text
+    backup_dir   text,
+    session_pid  integer
 );
 
 ---------------------------------------------------------------------------------------------------
@@ -136,6 +140,22 @@ CREATE FUNCTION tviews.unregister_tview(p_entity integer) RETURNS void
     SET search_path = pg_catalog, pg_temp
 AS $$
     DELETE FROM tviews.tview WHERE id = p_entity
+$$;
+
+-- A new text for the definition of a TVIEW (the same query: its sources were renamed); its sources
+-- are registered again after this.
+CREATE FUNCTION tviews.redefine_tview(
+    p_entity integer, p_definition text, p_root_schema name, p_root_table name, p_root_key name,
+    p_helper_views text[]
+) RETURNS void
+    LANGUAGE sql
+    SET search_path = pg_catalog, pg_temp
+AS $$
+    UPDATE tviews.tview
+       SET definition = p_definition,
+           root = jsonb_build_object('schema', p_root_schema, 'table', p_root_table, 'key', p_root_key),
+           helper_views = p_helper_views, sources = '[]'
+     WHERE id = p_entity
 $$;
 
 ---------------------------------------------------------------------------------------------------
@@ -931,6 +951,9 @@ BEGIN
             HINT = 'drop those TVIEWs first';
     END IF;
     PERFORM pg_advisory_xact_lock(tviews.lock_class(), t.id);
+    -- what follows drops the TVIEW's own objects: the DDL guard lets them go
+    PERFORM set_config('pg_tviews.changing', coalesce(current_setting('pg_tviews.changing', true), '') || ',' || t.id,
+                       true);
     -- generated objects: gate triggers, trigger functions (their triggers go with them), refresh
     -- functions, view
     FOR obj IN
@@ -987,6 +1010,311 @@ SELECT q.id,
   FROM tviews.queue q
   LEFT JOIN tviews.entity e ON e.id = q.entity_id;
 COMMENT ON VIEW tviews.pg_tviews_queue IS 'Changes of async TVIEWs: pending (processed_at IS NULL), processed, failed';
+
+---------------------------------------------------------------------------------------------------
+-- DDL guard: what a TVIEW reads is not renamed or dropped from under it
+---------------------------------------------------------------------------------------------------
+--
+-- Each TVIEW's definition is also a view, tviews.tv<id>_def, so PostgreSQL itself refuses to drop
+-- or retype what it reads (without CASCADE). Renames it accepts: the view follows them, but the
+-- generated trigger functions and the recorded definition keep the old names, and the next write
+-- to the source would fail inside a trigger. Two event triggers refuse such changes as they
+-- happen: after ALTER TABLE / ALTER VIEW, every TVIEW reading the altered relation (directly or
+-- through views) must still find its sources, the columns it reads and its own table by the names
+-- it recorded; a DROP (with CASCADE or not) must not take a TVIEW's definition, table, generated
+-- functions or triggers with it. `SET pg_tviews.ddl_guard = off` lets a change through (then
+-- `pg-tviews doctor --repair` brings the TVIEWs in line with it); pg_tviews itself lists in
+-- pg_tviews.changing the TVIEWs whose objects it is dropping or rebuilding. Only a superuser can
+-- create event triggers: a catalog installed by another role has no guard (health and doctor say so).
+
+-- True when DDL goes unchecked: turned off, or no complete catalog (a migration is rebuilding it).
+CREATE FUNCTION tviews.ddl_guard_off() RETURNS boolean
+    LANGUAGE sql STABLE
+    SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT lower(coalesce(current_setting('pg_tviews.ddl_guard', true), '')) IN ('off', 'false', 'no', '0', 'f', 'n')
+        OR to_regclass('tviews.entity') IS NULL OR to_regclass('tviews.entity_source') IS NULL
+$$;
+
+-- TVIEWs whose definition reads a relation, directly or through views.
+CREATE FUNCTION tviews.relation_readers(p_rel oid) RETURNS SETOF integer
+    LANGUAGE sql STABLE
+    SET search_path = pg_catalog, pg_temp
+AS $$
+    WITH RECURSIVE readers (relid) AS (
+        SELECT p_rel
+        UNION
+        SELECT w.ev_class
+          FROM readers r
+          JOIN pg_depend d ON d.refclassid = 'pg_class'::regclass AND d.refobjid = r.relid
+                          AND d.classid = 'pg_rewrite'::regclass
+          JOIN pg_rewrite w ON w.oid = d.objid
+         WHERE w.ev_class <> r.relid
+    )
+    SELECT e.id FROM tviews.entity e
+     WHERE to_regclass(format('tviews.%I', 'tv' || e.id || '_def')) IN (SELECT relid FROM readers)
+$$;
+
+-- Columns of a relation as text (names and types, in order): a TVIEW's table has its definition's.
+CREATE FUNCTION tviews.column_signature(p_rel oid) RETURNS text
+    LANGUAGE sql STABLE
+    SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT string_agg(format('%I %s', a.attname, format_type(a.atttypid, a.atttypmod)), ', ' ORDER BY a.attnum)
+      FROM pg_attribute a WHERE a.attrelid = p_rel AND a.attnum > 0 AND NOT a.attisdropped
+$$;
+
+-- What is wrong for TVIEWs after a relation was altered (`p_attnum`: the column it renamed, or 0):
+-- one row per problem, with a hint. Empty when every TVIEW still finds what it reads.
+CREATE FUNCTION tviews.ddl_problems(p_rel oid, p_attnum integer)
+    RETURNS TABLE (tview text, message text, hint text)
+    LANGUAGE plpgsql STABLE
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    rel_schema  name;
+    rel_name    name;
+    rel_kind    "char";
+    rel_text    text;
+    renamed     name;
+    readers     integer[];
+    t           record;
+    target      text;
+    lost        text;
+    n           integer;
+    rename_hint CONSTANT text := 'rename it back; to rename it anyway, SET pg_tviews.ddl_guard = off for that statement '
+        'and run `pg-tviews doctor --repair` right after it: the TVIEW''s definition and maintenance then follow the new name';
+BEGIN
+    SELECT ns.nspname, c.relname, c.relkind INTO rel_schema, rel_name, rel_kind
+      FROM pg_class c JOIN pg_namespace ns ON ns.oid = c.relnamespace WHERE c.oid = p_rel;
+    IF NOT FOUND OR (rel_schema = 'tviews' AND rel_name !~ '^tv[0-9]+_') THEN
+        RETURN;  -- gone, or the catalog's own (a migration)
+    END IF;
+    rel_text := format('%I.%I', rel_schema, rel_name);
+    SELECT a.attname INTO renamed FROM pg_attribute a WHERE a.attrelid = p_rel AND a.attnum = p_attnum AND p_attnum > 0;
+    readers := ARRAY(SELECT tviews.relation_readers(p_rel));
+    FOR t IN
+        SELECT e.id, e.schema_name, e.table_name, e.helper_views, d.oid AS def,
+               to_regclass(format('%I.%I', e.schema_name, e.table_name)) AS tab
+          FROM tviews.entity e
+          LEFT JOIN pg_class d ON d.oid = to_regclass(format('tviews.%I', 'tv' || e.id || '_def'))
+         ORDER BY e.rank, e.id
+    LOOP
+        target := format('%I.%I', t.schema_name, t.table_name);
+        IF t.schema_name = rel_schema AND t.table_name = rel_name THEN
+            -- the TVIEW's own table: maintenance writes every column from the definition
+            IF t.def IS NOT NULL AND tviews.column_signature(p_rel) IS DISTINCT FROM tviews.column_signature(t.def) THEN
+                RETURN QUERY SELECT target, format('the columns of TVIEW %s must stay those of its definition', target),
+                    'pg_tviews writes every column of a TVIEW from its definition; to change them, drop the TVIEW and '
+                    'create it again with a new definition'::text;
+            END IF;
+        ELSIF t.tab IS NULL AND t.def IS NOT NULL AND rel_kind IN ('r', 'p')
+              AND tviews.column_signature(p_rel) = tviews.column_signature(t.def) THEN
+            RETURN QUERY SELECT target, format('table %s is TVIEW %s: it cannot be renamed or moved', rel_text, target),
+                'rename it back; a TVIEW is renamed by dropping it and creating it again'::text;
+        ELSIF t.id = ANY (readers) THEN
+            IF p_rel = t.def THEN
+                RETURN QUERY SELECT target, format('view %s holds the definition of TVIEW %s', rel_text, target),
+                    'generated objects are managed by pg_tviews: leave them as they are'::text;
+            ELSIF NOT EXISTS (SELECT 1 FROM tviews.entity_source s
+                               WHERE s.entity_id = t.id AND s.schema_name = rel_schema AND s.table_name = rel_name)
+                  AND NOT (rel_name::text = ANY (t.helper_views) OR rel_schema || '.' || rel_name = ANY (t.helper_views)) THEN
+                -- read by the TVIEW, but not under the name it recorded: renamed or moved
+                SELECT string_agg(format('%I.%I', s.schema_name, s.table_name), ', ') INTO lost
+                  FROM tviews.entity_source s
+                 WHERE s.entity_id = t.id AND to_regclass(format('%I.%I', s.schema_name, s.table_name)) IS NULL;
+                RETURN QUERY SELECT target, format('%s %s is read by TVIEW %s: it cannot be renamed or moved%s',
+                                                   CASE WHEN rel_kind = 'v' THEN 'view' ELSE 'table' END, rel_text, target,
+                                                   CASE WHEN lost IS NOT NULL THEN format(' (it was %s)', lost) ELSE '' END),
+                                    rename_hint;
+            ELSE
+                -- the columns it reads, under their recorded names
+                RETURN QUERY
+                SELECT target, format('column %s.%I is read by TVIEW %s%s', rel_text, c.name, target,
+                                      CASE WHEN renamed IS NOT NULL THEN format(' (renamed to %I)', renamed) ELSE '' END),
+                       rename_hint
+                  FROM tviews.entity_source s, unnest(s.columns_read) c(name)
+                 WHERE s.entity_id = t.id AND s.schema_name = rel_schema AND s.table_name = rel_name
+                   AND NOT EXISTS (SELECT 1 FROM pg_attribute a
+                                    WHERE a.attrelid = p_rel AND a.attname = c.name AND a.attnum > 0 AND NOT a.attisdropped);
+                GET DIAGNOSTICS n = ROW_COUNT;
+                IF n = 0 AND renamed IS NOT NULL THEN
+                    -- a renamed column the TVIEW uses without recording it: read through a view, or part of the
+                    -- key that pairs the old and new rows of an UPDATE of a source
+                    IF EXISTS (SELECT 1 FROM pg_depend d JOIN pg_rewrite w ON w.oid = d.objid
+                                WHERE d.classid = 'pg_rewrite'::regclass AND d.refclassid = 'pg_class'::regclass
+                                  AND d.refobjid = p_rel AND d.refobjsubid = p_attnum
+                                  AND t.id IN (SELECT tviews.relation_readers(w.ev_class))) THEN
+                        RETURN QUERY SELECT target, format('column %s.%I (just renamed) is read by TVIEW %s', rel_text,
+                                                           renamed, target), rename_hint;
+                    ELSIF EXISTS (SELECT 1 FROM tviews.entity_source s
+                                   WHERE s.entity_id = t.id AND s.schema_name = rel_schema AND s.table_name = rel_name)
+                          AND EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = p_rel AND (i.indisprimary OR i.indisunique)
+                                         AND p_attnum = ANY (i.indkey::int2[])) THEN
+                        RETURN QUERY SELECT target, format('column %s.%I (just renamed) identifies the rows of %s for TVIEW %s',
+                                                           rel_text, renamed, rel_text, target), rename_hint;
+                    END IF;
+                END IF;
+            END IF;
+        END IF;
+    END LOOP;
+END
+$$;
+
+-- ddl_command_end of ALTER TABLE / ALTER VIEW: refuse what leaves a TVIEW unable to find what it reads.
+CREATE FUNCTION tviews.guard_ddl() RETURNS event_trigger
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    problems text[];
+    hint     text;
+BEGIN
+    IF tviews.ddl_guard_off() THEN
+        RETURN;
+    END IF;
+    SELECT array_agg(p.message), (array_agg(p.hint))[1] INTO problems, hint
+      FROM (SELECT DISTINCT c.objid, c.objsubid FROM pg_event_trigger_ddl_commands() c
+             WHERE c.classid = 'pg_catalog.pg_class'::regclass) c,
+           tviews.ddl_problems(c.objid, c.objsubid) p;
+    IF cardinality(problems) > 1 THEN
+        RAISE EXCEPTION USING ERRCODE = 'dependent_objects_still_exist', MESSAGE = problems[1], HINT = hint,
+            DETAIL = array_to_string(problems, E'\n');
+    ELSIF problems IS NOT NULL THEN
+        RAISE EXCEPTION USING ERRCODE = 'dependent_objects_still_exist', MESSAGE = problems[1], HINT = hint;
+    END IF;
+END
+$$;
+
+-- sql_drop: refuse to drop a TVIEW's definition view, table, generated functions or triggers, or a
+-- source column its triggers use, except as part of dropping the TVIEW (pg_tviews_drop).
+CREATE FUNCTION tviews.guard_drop() RETURNS event_trigger
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    changing text := ',' || coalesce(current_setting('pg_tviews.changing', true), '') || ',';
+    cause    text;
+    x        record;
+BEGIN
+    IF tviews.ddl_guard_off() OR EXISTS (
+        SELECT 1 FROM pg_event_trigger_dropped_objects() d
+         WHERE (d.object_type = 'schema' AND d.object_name = 'tviews')
+            OR (d.object_type = 'extension' AND d.object_name = 'pg_tviews')) THEN
+        RETURN;  -- turned off, or the catalog itself goes
+    END IF;
+    FOR x IN
+        SELECT format('%I.%I', e.schema_name, e.table_name) AS target, d.original, d.object_identity,
+               CASE WHEN d.object_type = 'table column' THEN 'column' ELSE d.object_type END AS what
+          FROM pg_event_trigger_dropped_objects() d
+          JOIN tviews.entity e ON
+               (d.object_type = 'view' AND d.address_names = ARRAY['tviews', 'tv' || e.id || '_def'])
+            OR (d.object_type = 'table' AND d.address_names = ARRAY[e.schema_name::text, e.table_name::text])
+            OR (d.object_type = 'function' AND d.address_names[1] = 'tviews' AND d.address_names[2] LIKE 'tv' || e.id || '\_%')
+            OR (d.object_type = 'trigger' AND d.address_names[3] = ANY (ARRAY[
+                    'pg_tviews_' || e.id || '_ins', 'pg_tviews_' || e.id || '_upd', 'pg_tviews_' || e.id || '_del',
+                    'pg_tviews_' || e.id || '_trunc', '~pg_tviews_' || e.id || '_gate']))
+            OR (d.object_type = 'table column' AND EXISTS (
+                    SELECT 1 FROM tviews.entity_source s
+                     WHERE s.entity_id = e.id AND s.schema_name = d.address_names[1] AND s.table_name = d.address_names[2]
+                       AND (d.address_names[3] = ANY (s.columns_read)
+                            -- the key pairing old and new rows of its UPDATEs went with the column
+                            OR (EXISTS (SELECT 1 FROM pg_event_trigger_dropped_objects() k
+                                         WHERE k.object_type = 'table constraint'
+                                           AND k.address_names[1:2] = d.address_names[1:2])
+                                AND NOT EXISTS (SELECT 1 FROM pg_index i
+                                                 WHERE i.indrelid = to_regclass(format('%I.%I', s.schema_name, s.table_name))
+                                                   AND i.indisprimary)))))
+         WHERE strpos(changing, ',' || e.id || ',') = 0
+         -- what was asked first; then what the TVIEW reads before its generated objects
+         ORDER BY d.original DESC, d.object_type IN ('function', 'trigger'), e.rank, e.id
+    LOOP
+        SELECT string_agg(CASE d.object_type WHEN 'table column' THEN 'column' ELSE d.object_type END || ' '
+                          || d.object_identity, ', ')
+          INTO cause FROM pg_event_trigger_dropped_objects() d WHERE d.original;
+        IF x.what IN ('function', 'trigger') THEN
+            RAISE EXCEPTION USING ERRCODE = 'dependent_objects_still_exist',
+                MESSAGE = format('%s %s maintains TVIEW %s', x.what, x.object_identity, x.target),
+                HINT = 'generated objects are managed by pg_tviews: `pg-tviews doctor --repair` rebuilds them, '
+                       '`pg-tviews drop` drops a TVIEW with all of them';
+        ELSIF x.what = 'table' AND x.original THEN
+            RAISE EXCEPTION USING ERRCODE = 'dependent_objects_still_exist',
+                MESSAGE = format('table %s is a TVIEW', x.target),
+                HINT = format('drop it with SELECT pg_tviews_drop(%L) or `pg-tviews drop %s`, which also drops its maintenance',
+                              x.target, x.target);
+        ELSIF x.what = 'table' THEN
+            RAISE EXCEPTION USING ERRCODE = 'dependent_objects_still_exist',
+                MESSAGE = format('dropping %s would drop TVIEW %s', cause, x.target),
+                HINT = format('drop the TVIEW first: SELECT pg_tviews_drop(%L)', x.target);
+        ELSIF x.what = 'view' AND x.original THEN
+            RAISE EXCEPTION USING ERRCODE = 'dependent_objects_still_exist',
+                MESSAGE = format('view %s holds the definition of TVIEW %s', x.object_identity, x.target),
+                HINT = format('drop the TVIEW with SELECT pg_tviews_drop(%L) or `pg-tviews drop %s`', x.target, x.target);
+        ELSE
+            RAISE EXCEPTION USING ERRCODE = 'dependent_objects_still_exist',
+                MESSAGE = format('%s is read by TVIEW %s', cause, x.target),
+                HINT = format('drop the TVIEW first (SELECT pg_tviews_drop(%L)) and create it again without what you drop; '
+                              'SET pg_tviews.ddl_guard = off to drop anyway (the TVIEW is then no longer maintained)',
+                              x.target);
+        END IF;
+    END LOOP;
+END
+$$;
+
+-- Create (or enable) the guard's event triggers; returns whether anything changed. Needs a
+-- superuser, and a catalog owned by one: event triggers run the guard's functions for the DDL of
+-- every role, superusers included, so whoever owns those functions must not be able to take
+-- advantage of that. In extension mode the event triggers belong to the extension.
+CREATE FUNCTION tviews.install_ddl_guard() RETURNS boolean
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    changed boolean := false;
+    ext     oid := (SELECT oid FROM pg_extension WHERE extname = 'pg_tviews');
+    guard   record;
+BEGIN
+    IF EXISTS (SELECT 1 FROM pg_proc p JOIN pg_roles r ON r.oid = p.proowner
+                WHERE p.oid IN ('tviews.guard_ddl()'::regprocedure, 'tviews.guard_drop()'::regprocedure)
+                  AND NOT r.rolsuper) THEN
+        RAISE EXCEPTION USING ERRCODE = 'insufficient_privilege',
+            MESSAGE = 'the DDL guard needs a pg_tviews catalog owned by a superuser',
+            HINT = 'its event triggers would run functions that their non-superuser owner can change for the DDL '
+                   'of every role; install the catalog as a superuser to have the guard';
+    END IF;
+    IF NOT EXISTS (SELECT 1 FROM pg_event_trigger WHERE evtname = 'pg_tviews_ddl_guard') THEN
+        CREATE EVENT TRIGGER pg_tviews_ddl_guard ON ddl_command_end WHEN TAG IN ('ALTER TABLE', 'ALTER VIEW')
+            EXECUTE FUNCTION tviews.guard_ddl();
+        changed := true;
+    END IF;
+    IF NOT EXISTS (SELECT 1 FROM pg_event_trigger WHERE evtname = 'pg_tviews_drop_guard') THEN
+        CREATE EVENT TRIGGER pg_tviews_drop_guard ON sql_drop EXECUTE FUNCTION tviews.guard_drop();
+        changed := true;
+    END IF;
+    FOR guard IN SELECT oid, evtname, evtenabled FROM pg_event_trigger
+                  WHERE evtname IN ('pg_tviews_ddl_guard', 'pg_tviews_drop_guard') LOOP
+        IF guard.evtenabled NOT IN ('O', 'A') THEN
+            EXECUTE format('ALTER EVENT TRIGGER %I ENABLE', guard.evtname);
+            changed := true;
+        END IF;
+        IF ext IS NOT NULL AND NOT EXISTS (
+            SELECT 1 FROM pg_depend d
+             WHERE d.classid = 'pg_event_trigger'::regclass AND d.objid = guard.oid
+               AND d.refclassid = 'pg_extension'::regclass AND d.refobjid = ext AND d.deptype = 'e') THEN
+            EXECUTE format('ALTER EXTENSION pg_tviews ADD EVENT TRIGGER %I', guard.evtname);
+        END IF;
+    END LOOP;
+    RETURN changed;
+END
+$$;
+
+DO $$
+BEGIN
+    IF (SELECT rolsuper FROM pg_catalog.pg_roles WHERE rolname = current_user) THEN
+        PERFORM tviews.install_ddl_guard();
+    END IF;
+END
+$$;
 
 ---------------------------------------------------------------------------------------------------
 -- Extension mode: pg_dump must dump the catalog's data (the scripts are shared with schema mode,

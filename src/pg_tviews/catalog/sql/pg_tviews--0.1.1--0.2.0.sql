@@ -122,6 +122,20 @@ AS $$
     DELETE FROM tviews.entity WHERE id = p_entity
 $$;
 
+CREATE OR REPLACE FUNCTION tviews.redefine_tview(
+    p_entity integer, p_definition text, p_root_schema name, p_root_table name, p_root_key name,
+    p_helper_views text[]
+) RETURNS void
+    LANGUAGE sql
+    SET search_path = pg_catalog, pg_temp
+AS $$
+    UPDATE tviews.entity
+       SET definition = p_definition, root_schema = p_root_schema, root_table = p_root_table,
+           root_key = p_root_key, helper_views = p_helper_views, altered_at = now()
+     WHERE id = p_entity;
+    DELETE FROM tviews.entity_source WHERE entity_id = p_entity
+$$;
+
 -- The catalog row of a TVIEW named like a table: schema-qualified, or found through search_path.
 CREATE FUNCTION tviews.find_entity(tview_name text) RETURNS tviews.entity
     LANGUAGE plpgsql STABLE

@@ -143,6 +143,22 @@ AS $$
     DELETE FROM tviews.tview WHERE id = p_entity
 $$;
 
+-- A new text for the definition of a TVIEW (the same query: its sources were renamed); its sources
+-- are registered again after this.
+CREATE OR REPLACE FUNCTION tviews.redefine_tview(
+    p_entity integer, p_definition text, p_root_schema name, p_root_table name, p_root_key name,
+    p_helper_views text[]
+) RETURNS void
+    LANGUAGE sql
+    SET search_path = pg_catalog, pg_temp
+AS $$
+    UPDATE tviews.tview
+       SET definition = p_definition,
+           root = jsonb_build_object('schema', p_root_schema, 'table', p_root_table, 'key', p_root_key),
+           helper_views = p_helper_views, sources = '[]'
+     WHERE id = p_entity
+$$;
+
 -- The catalog row of a TVIEW named like a table: schema-qualified, or found through search_path.
 CREATE FUNCTION tviews.find_entity(tview_name text) RETURNS tviews.entity
     LANGUAGE plpgsql STABLE
