@@ -1161,7 +1161,8 @@ BEGIN
 END
 $$;
 
--- ddl_command_end of ALTER TABLE / ALTER VIEW: refuse what leaves a TVIEW unable to find what it reads.
+-- ddl_command_end of ALTER TABLE / ALTER VIEW / ALTER SCHEMA: refuse what leaves a TVIEW unable to find
+-- what it reads.
 CREATE FUNCTION tviews.guard_ddl() RETURNS event_trigger
     LANGUAGE plpgsql SECURITY DEFINER
     SET search_path = pg_catalog, pg_temp
@@ -1177,6 +1178,20 @@ BEGIN
       FROM (SELECT DISTINCT c.objid, c.objsubid FROM pg_event_trigger_ddl_commands() c
              WHERE c.classid = 'pg_catalog.pg_class'::regclass) c,
            tviews.ddl_problems(c.objid, c.objsubid) p;
+    IF problems IS NULL THEN
+        -- ALTER SCHEMA ... RENAME: TVIEWs whose table or sources are no longer found by their names
+        SELECT array_agg(format('schema %I holds TVIEW %I.%I or what it reads: it cannot be renamed', n.nspname,
+                                e.schema_name, e.table_name) ORDER BY e.rank, e.id),
+               'rename it back: TVIEWs record their tables and sources by name'
+          INTO problems, hint
+          FROM pg_event_trigger_ddl_commands() c
+          JOIN pg_namespace n ON n.oid = c.objid
+          JOIN tviews.entity e ON true
+         WHERE c.classid = 'pg_catalog.pg_namespace'::regclass
+           AND (to_regclass(format('%I.%I', e.schema_name, e.table_name)) IS NULL
+                OR EXISTS (SELECT 1 FROM tviews.entity_source s
+                            WHERE s.entity_id = e.id AND to_regclass(format('%I.%I', s.schema_name, s.table_name)) IS NULL));
+    END IF;
     IF cardinality(problems) > 1 THEN
         RAISE EXCEPTION USING ERRCODE = 'dependent_objects_still_exist', MESSAGE = problems[1], HINT = hint,
             DETAIL = array_to_string(problems, E'\n');
@@ -1283,7 +1298,7 @@ BEGIN
                    'of every role; install the catalog as a superuser to have the guard';
     END IF;
     IF NOT EXISTS (SELECT 1 FROM pg_event_trigger WHERE evtname = 'pg_tviews_ddl_guard') THEN
-        CREATE EVENT TRIGGER pg_tviews_ddl_guard ON ddl_command_end WHEN TAG IN ('ALTER TABLE', 'ALTER VIEW')
+        CREATE EVENT TRIGGER pg_tviews_ddl_guard ON ddl_command_end WHEN TAG IN ('ALTER TABLE', 'ALTER VIEW', 'ALTER SCHEMA')
             EXECUTE FUNCTION tviews.guard_ddl();
         changed := true;
     END IF;
