@@ -19,6 +19,7 @@ from psycopg import sql
 
 from oracle import assert_exact, drift
 from pg_tviews import catalog, engine, worker
+from pg_tviews.ops import doctor
 
 SCHEMA = """
 CREATE SCHEMA shop;
@@ -350,3 +351,20 @@ def test_forced_row_level_security_makes_a_tview_depend_on_the_writer(roles):
     roles.app.execute("INSERT INTO shop.tb_post_tag VALUES (12, 1)")
     assert drift(roles.admin, "tv_tag") == (1, 1)  # now it counts only tenant 2's posts
     assert roles.admin.execute("SELECT posts FROM shop.tv_tag").fetchone()[0] == 2  # 3 in the definition
+
+
+def test_a_catalog_installed_without_superuser_has_no_ddl_guard(roles):
+    """Event triggers run their functions for the DDL of every role: only a catalog owned by a
+    superuser gets the DDL guard; health and doctor say so, and a superuser cannot add it later."""
+    create_tviews(roles, "immediate")
+    assert roles.admin.execute("SELECT count(*) FROM pg_event_trigger").fetchone()[0] == 0
+    status, message = roles.owner.execute(
+        "SELECT status, message FROM tviews.pg_tviews_health_check(0) WHERE component = 'guard'").fetchone()
+    assert status == "warn" and "DDL guard absent" in message
+    [finding] = doctor.diagnose(roles.owner)
+    assert finding.check == "guard" and "install the catalog as a superuser" in finding.fix
+    report = doctor.doctor(roles.admin, repair=True)
+    assert not report.ok and [f.check for f in report.remaining] == ["guard"]
+    with pytest.raises(psycopg.errors.InsufficientPrivilege, match="owned by a superuser"):
+        roles.admin.execute("SELECT tviews.install_ddl_guard()")
+    roles.as_owner("ALTER TABLE shop.tb_user RENAME COLUMN name TO full_name")  # nothing refuses it

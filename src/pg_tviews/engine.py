@@ -7,6 +7,8 @@ open (a savepoint otherwise makes each call atomic): a failed creation leaves no
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 
 import psycopg
@@ -16,6 +18,7 @@ from psycopg.types.json import Jsonb
 
 from . import catalog
 from .compiler import Compiled, Names, compile_tview, view_statement
+from .compiler.names import EVENTS
 from .definition import Definition, analyze
 from .errors import DefinitionError, NotFound, UsageError
 from .identifiers import parse_relation_name
@@ -205,27 +208,27 @@ def create(
              definition.root.relation.name, definition.root_key, mode, rank, definition.helper_views),
         ).fetchone()[0]
         compiled = build(conn, definition, Names(entity, schema, table), mode, rank)
-        needed = lookups(definition)
-        for plan in compiled.sources:
-            conn.execute(
-                "SELECT tviews.register_source(%s, %s, %s, %s, %s, %s, %s, %s)",
-                (entity, plan.position, plan.relation.schema, plan.relation.name,
-                 "tview" if plan.relation.tview_id is not None else "table", plan.columns_read,
-                 Jsonb(plan.lineage_sql),
-                 Jsonb([lk for lk in needed if (lk["schema"], lk["table"]) == plan.relation.qualified])),
-            )
+        _register_sources(conn, entity, definition, compiled)
         return _load(conn, entity)
+
+
+def _register_sources(conn: psycopg.Connection, entity: int, definition: Definition, compiled: Compiled) -> None:
+    """Record what the TVIEW reads: per source, the columns read, the lineage and the lookups."""
+    needed = lookups(definition)
+    for plan in compiled.sources:
+        conn.execute(
+            "SELECT tviews.register_source(%s, %s, %s, %s, %s, %s, %s, %s)",
+            (entity, plan.position, plan.relation.schema, plan.relation.name,
+             "tview" if plan.relation.tview_id is not None else "table", plan.columns_read,
+             Jsonb(plan.lineage_sql),
+             Jsonb([lk for lk in needed if (lk["schema"], lk["table"]) == plan.relation.qualified])),
+        )
 
 
 def build(conn: psycopg.Connection, definition: Definition, names: Names, mode: str, rank: int) -> Compiled:
     """Create the generated objects of a TVIEW and populate its table."""
     conn.execute(view_statement(definition, names))
-    columns = conn.execute(
-        "SELECT attname, pg_catalog.format_type(atttypid, atttypmod) FROM pg_catalog.pg_attribute"
-        " WHERE attrelid = %s::regclass AND attnum > 0 AND NOT attisdropped ORDER BY attnum",
-        (names.view,),
-    ).fetchall()
-    compiled = compile_tview(definition, names, columns, mode, rank)
+    compiled = compile_tview(definition, names, view_columns(conn, names), mode, rank)
     for statement in compiled.statements_after_view():
         conn.execute(statement)
     try:
@@ -410,23 +413,97 @@ def regenerate(conn: psycopg.Connection, tview: TView, mode: str | None = None) 
 
     Used when its mode changes and by repair tooling; the table and its rows are kept.
     """
-    search_path = conn.execute("SELECT search_path FROM tviews.entity WHERE id = %s", (tview.id,)).fetchone()[0]
-    previous = conn.execute("SELECT current_setting('search_path')").fetchone()[0]
-    conn.execute("SELECT set_config('search_path', %s, true)", (search_path,))
-    try:
+    with _recorded_search_path(conn, tview):
         definition = analyze(conn, tview.definition, key=tview.key, name=tview.name)
         names = Names(tview.id, tview.schema, tview.table)
-        columns = conn.execute(
-            "SELECT attname, pg_catalog.format_type(atttypid, atttypmod) FROM pg_catalog.pg_attribute"
-            " WHERE attrelid = %s::regclass AND attnum > 0 AND NOT attisdropped ORDER BY attnum",
-            (names.view,),
-        ).fetchall()
-        compiled = compile_tview(definition, names, columns, mode or tview.mode, tview.rank)
+        compiled = compile_tview(definition, names, view_columns(conn, names), mode or tview.mode, tview.rank)
         for statement in compiled.functions + [fn for s in compiled.sources for fn in s.functions]:
             conn.execute(statement)
         return compiled
-    finally:
-        conn.execute("SELECT set_config('search_path', %s, true)", (previous,))
+
+
+def view_columns(conn: psycopg.Connection, names: Names) -> list[tuple[str, str]]:
+    """(name, type) of the columns of a TVIEW's definition view: its table has these."""
+    return conn.execute(
+        "SELECT attname, pg_catalog.format_type(atttypid, atttypmod) FROM pg_catalog.pg_attribute"
+        " WHERE attrelid = %s::regclass AND attnum > 0 AND NOT attisdropped ORDER BY attnum",
+        (names.view,),
+    ).fetchall()
+
+
+def current_definition(conn: psycopg.Connection, tview: TView) -> str | None:
+    """The definition as its view tviews.tv<id>_def reads it now (None without the view).
+
+    PostgreSQL keeps a view's query by object, not by name, so this text follows sources and
+    columns renamed since the TVIEW was created; names are printed as the TVIEW's recorded
+    search_path finds them."""
+    names = Names(tview.id, tview.schema, tview.table)
+    with _recorded_search_path(conn, tview):
+        return conn.execute("SELECT pg_catalog.pg_get_viewdef(to_regclass(%s), true)", (names.view,)).fetchone()[0]
+
+
+@contextmanager
+def _recorded_search_path(conn: psycopg.Connection, tview: TView) -> Iterator[None]:
+    """Names in the definition resolve as they did when the TVIEW was created (inside a transaction:
+    on an error, rolling it back or back to a savepoint restores the search_path)."""
+    search_path = conn.execute("SELECT search_path FROM tviews.entity WHERE id = %s", (tview.id,)).fetchone()[0]
+    previous = conn.execute("SELECT current_setting('search_path')").fetchone()[0]
+    conn.execute("SELECT set_config('search_path', %s, true)", (search_path,))
+    yield
+    conn.execute("SELECT set_config('search_path', %s, true)", (previous,))
+
+
+def analyze_recorded(conn: psycopg.Connection, tview: TView, definition_sql: str | None = None) -> Definition:
+    """Analyze the recorded definition of a TVIEW (or `definition_sql` in its place) as at its creation."""
+    with _recorded_search_path(conn, tview):
+        return analyze(conn, definition_sql or tview.definition, key=tview.key, name=tview.name)
+
+
+def rebuild(conn: psycopg.Connection, tview: TView, definition_sql: str | None = None) -> Compiled:
+    """Re-create the maintenance of a TVIEW: drop its generated triggers and functions wherever
+    they are, create them again from the definition, and its view and table when they are gone
+    (a table re-created here is populated). With `definition_sql` (the same query under the
+    current names of its sources: `current_definition`), the catalog records that text first.
+
+    Repair tooling uses this when objects were dropped, disabled or renamed behind pg_tviews'
+    back; the caller checks the rows afterwards. Runs in the caller's transaction.
+    """
+    names = Names(tview.id, tview.schema, tview.table)
+    conn.execute("SELECT pg_advisory_xact_lock(tviews.lock_class(), %s)", (tview.id,))
+    # what follows drops objects of this TVIEW: the DDL guard lets them go
+    conn.execute("SELECT set_config('pg_tviews.changing', coalesce(current_setting('pg_tviews.changing', true), '')"
+                 " || ',' || %s, true)", (str(tview.id),))
+    definition = analyze_recorded(conn, tview, definition_sql)
+    with _recorded_search_path(conn, tview):
+        if definition_sql is not None:
+            conn.execute("SELECT tviews.redefine_tview(%s, %s, %s, %s, %s, %s)",
+                         (tview.id, definition.sql, definition.root.relation.schema, definition.root.relation.name,
+                          definition.root_key, definition.helper_views))
+        for trigger, relation in conn.execute(
+            "SELECT t.tgname, t.tgrelid::regclass::text FROM pg_catalog.pg_trigger t"
+            " WHERE t.tgname = ANY (%s) ORDER BY 1",
+            ([f"pg_tviews_{tview.id}_{e}" for e in EVENTS] + [f"~pg_tviews_{tview.id}_gate"],),
+        ).fetchall():
+            conn.execute(sql.SQL("DROP TRIGGER {} ON {}").format(sql.Identifier(trigger), sql.SQL(relation)))
+        for (function,) in conn.execute(
+            "SELECT p.oid::regprocedure::text FROM pg_catalog.pg_proc p"
+            " WHERE p.pronamespace = 'tviews'::regnamespace AND p.proname LIKE %s",
+            (f"tv{tview.id}\\_%",),
+        ).fetchall():
+            conn.execute(sql.SQL("DROP FUNCTION {}").format(sql.SQL(function)))
+        if conn.execute("SELECT to_regclass(%s) IS NULL", (names.view,)).fetchone()[0]:
+            conn.execute(view_statement(definition, names))
+        compiled = compile_tview(definition, names, view_columns(conn, names), tview.mode, tview.rank)
+        if conn.execute("SELECT to_regclass(%s) IS NULL", (names.target,)).fetchone()[0]:
+            conn.execute(compiled.table)
+            conn.execute(compiled.populate)
+        for statement in compiled.functions + [fn for s in compiled.sources for fn in s.functions]:
+            conn.execute(statement)
+        for statement in compiled.trigger_statements():
+            conn.execute(statement)
+        if definition_sql is not None:
+            _register_sources(conn, tview.id, definition, compiled)
+    return compiled
 
 
 def alter(conn: psycopg.Connection, name: str, *, mode: str) -> TView:

@@ -1,4 +1,4 @@
-"""Operator commands: health, stats, status, graph, metrics, verify."""
+"""Operator commands: health, stats, status, graph, metrics, verify, doctor."""
 
 from __future__ import annotations
 
@@ -23,6 +23,7 @@ from rich.text import Text
 from .. import catalog
 from ..bench import Scale
 from ..errors import UsageError
+from ..ops import doctor as doctor_mod
 from ..ops import graph as graph_mod
 from ..ops import health as health_mod
 from ..ops import metrics as metrics_mod
@@ -437,3 +438,40 @@ class VerifyProgress:
         if tview not in self.tasks:
             self.tasks[tview] = self.bar.add_task(f"verifying {escape(tview)}", total=total)
         self.bar.update(self.tasks[tview], completed=done)
+
+
+# -- doctor ---------------------------------------------------------------------------------------------------
+
+
+def doctor_table(findings: list[doctor_mod.Finding]) -> Table:
+    table = Table("check", "TVIEW", "problem", "fix")
+    for f in findings:
+        table.add_row(f.check, Text(f.tview or "(database)"), Text(f.problem, style="red"), Text(f.fix))
+    return table
+
+
+@app.command("doctor")
+def doctor(
+    ctx: typer.Context,
+    repair: Annotated[bool, typer.Option("--repair", help="Fix what can be fixed, in one transaction")] = False,
+) -> None:
+    """Find drift between the catalog and the installed objects (triggers, functions, views, tables, renamed
+    sources, the DDL guard); with --repair rebuild them and recompute differing rows; exit 1 if problems remain."""
+    st = state(ctx)
+    with st.connect() as conn:
+        report = doctor_mod.doctor(conn, repair=repair)
+
+    def render(console: Console) -> None:
+        if report.findings:
+            console.print(doctor_table(report.findings))
+        for action in report.actions:
+            console.print(Text(f"repaired: {action}", style="green"))
+        if report.repaired and report.remaining:
+            console.print(Text("still wrong after the repair:", style="bold red"))
+            console.print(doctor_table(report.remaining))
+        if report.ok:
+            console.print(Text("catalog and installed objects agree" if not report.findings
+                               else "every problem was repaired", style="green"))
+
+    st.out.emit(report.as_dict(), render)
+    doctor_mod.require_healthy(report)
