@@ -34,6 +34,7 @@ class Finding:
     problem: str
     fix: str
     tview: str | None = None  # None: about the database (the guard)
+    repairable: bool = True  # by `--repair` (given the rights it needs)
 
 
 @dataclass
@@ -108,7 +109,7 @@ def _definition_finding(conn: psycopg.Connection, tview: engine.TView) -> Findin
         "renamed or dropped, and the generated triggers use the old names",
         f"{REPAIR}: it records the definition under the current names" if has_view
         else "drop the TVIEW (`pg-tviews drop`) and create it again: its definition view is gone too",
-        tview.name,
+        tview.name, repairable=has_view,
     )
 
 
@@ -130,7 +131,7 @@ def tview_findings(conn: psycopg.Connection, tview: engine.TView) -> list[Findin
         findings.append(Finding(
             "table", f"the columns of {tview.name} differ from those of its definition",
             f"drop the TVIEW (`pg-tviews drop {tview.name}`) and create it again: its columns are its definition's",
-            tview.name))
+            tview.name, repairable=False))
     definition = _definition_finding(conn, tview)
     if definition:
         findings.append(definition)
@@ -177,14 +178,10 @@ def diagnose(conn: psycopg.Connection) -> list[Finding]:
 
 def _repair_tview(conn: psycopg.Connection, tview: engine.TView, findings: list[Finding]) -> str | None:
     """Rebuild the maintenance of one TVIEW; returns what was done (None: nothing could be done)."""
-    if any(f.check == "table" and f.problem.startswith("the columns") for f in findings):
+    if not all(f.repairable for f in findings):
         return None
-    renamed = any(f.check == "definition" for f in findings)
-    if renamed:
-        text = engine.current_definition(conn, tview)
-        if text is None:
-            return None
-        engine.rebuild(conn, tview, text)
+    if any(f.check == "definition" for f in findings):
+        engine.rebuild(conn, tview, engine.current_definition(conn, tview))
         return f"{tview.name}: definition recorded under the current names of its sources, maintenance rebuilt"
     engine.rebuild(conn, tview)
     return f"{tview.name}: maintenance rebuilt ({', '.join(sorted({f.check for f in findings}))})"
