@@ -8,7 +8,8 @@ import pytest
 
 import workload
 from oracle import assert_exact
-from pg_tviews import engine
+from pg_tviews import catalog, engine
+from pg_tviews.catalog import extension
 
 GUARD = psycopg.errors.DependentObjectsStillExist
 
@@ -185,3 +186,26 @@ def test_health_reports_the_guard(pg, tvconn):
     row = tvconn.execute("SELECT status, message FROM tviews.pg_tviews_health_check(0) WHERE component = 'guard'"
                          ).fetchone()
     assert row[0] == "warn" and "pg-tviews doctor" in row[1]
+
+
+def test_dropping_the_catalog_itself_is_not_refused(pg, tvconn):
+    workload.setup(tvconn)
+    tvconn.execute("DROP SCHEMA tviews CASCADE")
+    assert tvconn.execute("SELECT count(*) FROM pg_event_trigger").fetchone()[0] == 0
+    tvconn.execute("ALTER TABLE tb_user RENAME COLUMN name TO full_name")  # no catalog, nothing to guard
+
+
+def test_in_extension_mode_the_guard_belongs_to_the_extension(pg, conn):
+    extension.install_files(pg.cluster.binaries.sharedir())
+    catalog.install(conn, mode="extension")
+    conn.execute("SET search_path = public, tviews")
+    members = conn.execute(
+        "SELECT array_agg(e.evtname ORDER BY e.evtname) FROM pg_event_trigger e JOIN pg_depend d"
+        " ON d.classid = 'pg_event_trigger'::regclass AND d.objid = e.oid AND d.deptype = 'e'"
+        " JOIN pg_extension x ON x.oid = d.refobjid WHERE x.extname = 'pg_tviews'").fetchone()[0]
+    assert members == ["pg_tviews_ddl_guard", "pg_tviews_drop_guard"]
+    workload.setup(conn)
+    with pytest.raises(GUARD, match="is read by TVIEW public.tv_post"):
+        conn.execute("ALTER TABLE tb_post RENAME COLUMN title TO headline")
+    conn.execute("DROP EXTENSION pg_tviews CASCADE")
+    assert conn.execute("SELECT count(*) FROM pg_event_trigger").fetchone()[0] == 0
