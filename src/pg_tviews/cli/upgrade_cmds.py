@@ -7,6 +7,7 @@ import contextlib
 from pathlib import Path
 from typing import Annotated
 
+import psycopg
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -187,9 +188,11 @@ def rollback(
 
 @upgrade_app.command("history")
 def history(ctx: typer.Context) -> None:
-    """Every upgrade run: versions, method, times, duration, result."""
+    """Every upgrade run: versions, method, times, duration, result (runs whose session is gone: interrupted)."""
     st = state(ctx)
     with st.connect() as conn:
+        with contextlib.suppress(psycopg.errors.InsufficientPrivilege):  # a reader that may not write the journal
+            journal.close_interrupted(conn)
         entries = journal.history(conn)
 
     def render(console: Console) -> None:

@@ -4,8 +4,10 @@ A run: checks (refused on any failed check), a backup verified by restoring it (
 the migration steps in one transaction under the catalog's advisory lock (plain schema mode: the
 chain's scripts; extension mode: ALTER EXTENSION ... UPDATE, which runs the same scripts), the
 structural validation inside that transaction (a failure rolls everything back), then the data
-validation; every run is journaled in tviews.upgrade_history whatever its outcome. TVIEWs are
-never rebuilt: their generated objects only call the runtime interface, which every version keeps.
+validation; every run is journaled in tviews.upgrade_history whatever its outcome (the migration
+transaction marks its entry succeeded as it commits; a run whose session died before is recorded as
+interrupted by the next run or `upgrade history`, see journal.py). TVIEWs are never rebuilt: their
+generated objects only call the runtime interface, which every version keeps.
 """
 
 from __future__ import annotations
@@ -59,9 +61,10 @@ def steps_between(found: catalog.InstalledCatalog, to_version: str) -> list[chai
     return chain.path(found.version, to_version)
 
 
-def migrate(conn: psycopg.Connection, to_version: str) -> list[str]:
+def migrate(conn: psycopg.Connection, to_version: str, journal_entry: int | None = None) -> list[str]:
     """The migration itself, in one transaction (a savepoint inside the caller's): scripts applied,
-    structure validated; on any error nothing changes. Returns the steps applied."""
+    structure validated, the journal entry (if any) marked succeeded; on any error nothing changes.
+    Returns the steps applied."""
     with conn.transaction():
         conn.execute(CATALOG_LOCK_SQL)
         found = catalog.require(conn)
@@ -76,6 +79,8 @@ def migrate(conn: psycopg.Connection, to_version: str) -> list[str]:
         if broken:
             raise UpgradeError(f"after migrating to {to_version}: {broken[0].message}",
                                hint="nothing was changed; report this, with `pg-tviews upgrade check --json`")
+        if journal_entry is not None:
+            journal.mark_migrated(conn, journal_entry)
         return [s.name for s in scripts]
 
 
@@ -100,7 +105,8 @@ def run(
     if checks is not None:
         progress("running pre-upgrade checks")
         result.checks = checks()
-    result.history_id = journal.start(conn, found.version, to_version, method, result.checks, None)
+    journal.close_interrupted(conn)
+    result.history_id = journal.start(conn, found.version, to_version, method, result.checks, None, hold=True)
     try:
         failed = [c for c in result.checks if c.get("status") == "fail"]
         if failed:
@@ -110,13 +116,7 @@ def run(
             progress("backing up")
             result.backup_dir = backup()
         progress(f"migrating {found.version} -> {to_version}: {', '.join(result.steps) or 'nothing to do'}")
-        migrate(conn, to_version)
-        progress("validating")
-        result.validation = validate(conn, to_version).findings
-        bad = [f for f in result.validation if f.status == "fail"]
-        result.result = "succeeded"
-        if bad:
-            result.error = f"validation after the migration: {bad[0].message}"
+        migrate(conn, to_version, result.history_id)
     except (psycopg.Error, CatalogError, UpgradeError) as exc:
         result.result = "failed"
         result.error = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
@@ -125,6 +125,16 @@ def run(
             raise UpgradeError(f"migration {found.version} -> {to_version} failed: {result.error}",
                                hint="nothing was changed; the journal (pg-tviews upgrade history) has the details") from exc
         raise
+    # the migration is committed (and its entry says so): whatever happens now, it succeeded
+    result.result = "succeeded"
+    progress("validating")
+    try:
+        result.validation = validate(conn, to_version).findings
+    except (psycopg.Error, CatalogError, UpgradeError) as exc:
+        result.error = f"validation after the migration did not complete: {str(exc).strip().splitlines()[0]}"
+    bad = [f for f in result.validation if f.status == "fail"]
+    if bad:
+        result.error = f"validation after the migration: {bad[0].message}"
     _finish(conn, result)
     return result
 
