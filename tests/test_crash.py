@@ -523,16 +523,12 @@ def test_crash_right_after_the_migration_commits(crashable, crashdb, connect):
     assert_exact(conn, *workload.TVIEWS, "tv_post_async", context=f"(seed {SEED})")
 
 
-@pytest.mark.parametrize("crashed", [
-    False,
-    pytest.param(True, marks=pytest.mark.xfail(strict=True, reason=(
-        "tviews.commit_slot is UNLOGGED: crash recovery empties it, and the prepared transaction's row"
-        " locks on its slots go with it, so a later commit step sharing a slot neither waits nor recomputes"))),
-], ids=["no crash", "crash"])
+@pytest.mark.parametrize("crashed", [False, True], ids=["no crash", "crash"])
 def test_prepared_transaction_keeps_its_commit_slots_across_a_crash(crashable, crashdb, connect, crashed):
     """A prepared transaction orders the commit steps of transactions that share its commit slots:
     one whose change the prepared one affects (a comment by a user it renamed) waits for it, then
-    recomputes, so the TVIEW is exact once both commit. Known limit: not across a crash."""
+    recomputes, so the TVIEW is exact once both commit; across a crash too (tviews.commit_slot is
+    logged, and recovery restores the prepared transaction's row locks on its slots)."""
     dsn = crashable.dsn(crashdb)
     conn = connect(dsn)
     catalog.install(conn)

@@ -209,8 +209,10 @@ CREATE UNLOGGED TABLE tviews.tx_marker (
 
 -- Commit slots (see compiler/slots.py): for each slot of a TVIEW, the last transaction whose commit
 -- step took it, and the one before (returned to the taker). A taker holds the row until it ends.
--- UNLOGGED: after a crash no transaction that wrote it is still running.
-CREATE UNLOGGED TABLE tviews.commit_slot (
+-- Logged, unlike the other runtime tables: a prepared transaction survives a crash (and a failover
+-- to a standby) and must keep holding its slots until COMMIT PREPARED, so that a commit step
+-- sharing one still waits for it and recomputes.
+CREATE TABLE tviews.commit_slot (
     entity_id integer NOT NULL,
     slot      integer NOT NULL,
     last_xid  xid8 NOT NULL,
