@@ -92,6 +92,9 @@ def backup(dsn: str, directory: str | Path, *, jobs: int = 2, bindir: str | None
             "SELECT format('%I.%I', n.nspname, c.relname) FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n"
             " ON n.oid = c.relnamespace WHERE c.relkind IN ('r', 'p') AND c.relpersistence = 'p'"
             " AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\\_toast%%'"
+            # commit slots are runtime state of this cluster's transactions, not data (an extension
+            # does not dump them)
+            " AND (n.nspname, c.relname) <> ('tviews', 'commit_slot')"
             " ORDER BY 1")]
         counts = {}
         for index, table in enumerate(tables):

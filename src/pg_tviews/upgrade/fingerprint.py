@@ -89,11 +89,21 @@ _QUERIES = {
 
 
 def fingerprint(conn: psycopg.Connection) -> dict[str, list[tuple]]:
-    """The catalog fingerprint of the connected database (see the module notes)."""
-    return {
-        name: [tuple(_hashable(v) for v in row) for row in conn.execute(query, {"generated": GENERATED}).fetchall()]
-        for name, query in _QUERIES.items()
-    }
+    """The catalog fingerprint of the connected database (see the module notes).
+
+    Definitions are read with search_path = pg_catalog, so that names in them come out qualified
+    the same way whatever the session's search_path is.
+    """
+    saved = conn.execute("SELECT pg_catalog.current_setting('search_path')").fetchone()[0]
+    conn.execute("SELECT pg_catalog.set_config('search_path', 'pg_catalog', false)")
+    try:
+        return {
+            name: [tuple(_hashable(v) for v in row) for row in conn.execute(query, {"generated": GENERATED}).fetchall()]
+            for name, query in _QUERIES.items()
+        }
+    finally:
+        if not conn.broken and conn.info.transaction_status != psycopg.pq.TransactionStatus.INERROR:
+            conn.execute("SELECT pg_catalog.set_config('search_path', %s, false)", (saved,))
 
 
 def _hashable(value):
