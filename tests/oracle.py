@@ -38,4 +38,26 @@ def assert_exact(conn: psycopg.Connection, *names: str, context: str = "") -> No
         extra, missing = drift(conn, name)
         assert (extra, missing) == (0, 0), (
             f"{name} drifted{' ' + context if context else ''}: {extra} extra rows, {missing} missing rows"
+            f"{explain_drift(conn, name)}"
         )
+
+
+def explain_drift(conn: psycopg.Connection, name: str, limit: int = 3) -> str:
+    """The first differing rows of a drifted TVIEW, and its pending repairs (for the failure message)."""
+    entity, schema, table, definition, search_path = conn.execute(
+        "SELECT id, schema_name, table_name, definition, search_path FROM tviews.entity"
+        " WHERE format('%%I.%%I', schema_name, table_name) = %s OR table_name = %s",
+        (name, name),
+    ).fetchone()
+    target = sql.Identifier(schema, table)
+    with conn.transaction():
+        previous = conn.execute("SELECT current_setting('search_path')").fetchone()[0]
+        conn.execute("SELECT set_config('search_path', %s, true)", (search_path,))
+        extra = conn.execute(sql.SQL("SELECT * FROM {} EXCEPT ALL ({}) LIMIT {}").format(
+            target, sql.SQL(definition), limit)).fetchall()
+        missing = conn.execute(sql.SQL("({}) EXCEPT ALL SELECT * FROM {} LIMIT {}").format(
+            sql.SQL(definition), target, limit)).fetchall()
+        conn.execute("SELECT set_config('search_path', %s, true)", (previous,))
+    repairs = conn.execute("SELECT array_agg(key ORDER BY key) FROM tviews.repair WHERE entity_id = %s",
+                           (entity,)).fetchone()[0]
+    return f"\n  in the table only: {extra}\n  in the definition only: {missing}\n  pending repairs: {repairs}"

@@ -29,6 +29,10 @@ from .sqltext import ident, literal, row
 #: compares with every commit since its snapshot instead (see slots.py)
 SLOT_LIST_LIMIT = 30000
 
+#: statements changing more rows than this plan their change query for their own size (see
+#: trigger_function)
+REPLAN_ROWS = 100
+
 _EVENT_SQL = {"ins": "INSERT", "upd": "UPDATE", "del": "DELETE", "trunc": "TRUNCATE"}
 
 
@@ -187,14 +191,24 @@ BEGIN
         slots_expr = f"ARRAY(SELECT DISTINCT x.l FROM (\n            {union}\n        ) x)"
     else:
         slots_expr = "NULL::integer[]"
-    compute = reset_gate + f"""    WITH chg AS MATERIALIZED (
+    query = f"""WITH chg AS MATERIALIZED (
         {changed_rows(definition, relation, event)}
     )
     SELECT {keys_expr},
            {hops_expr},
            pg_current_snapshot(),
-           {slots_expr}
+           {slots_expr}"""
+    # PL/pgSQL plans a static query once per session, for the transition tables of its first
+    # statement: planned for one row (nested loops over the transition tables), it would be
+    # quadratic on a statement changing thousands. Large statements run the same query planned
+    # for their own size.
+    compute = reset_gate + f"""    IF (SELECT count(*) FROM {'old_rows' if event == 'del' else 'new_rows'}) > {REPLAN_ROWS} THEN
+        EXECUTE {literal(query)}
+           INTO k, h, snap, l;
+    ELSE
+    {query}
       INTO k, h, snap, l;
+    END IF;
     IF cardinality(k) = 0 AND h IS NULL THEN
         RETURN NULL;
     END IF;
