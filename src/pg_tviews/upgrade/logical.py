@@ -30,7 +30,7 @@ from ..errors import UpgradeError, UsageError
 from . import backup, journal, liveness, tools
 from .backup import Progress, _no_progress
 from .checks import Check, Limits, run_checks
-from .pgupgrade import Step, Steps, refuse_if_failed
+from .pgupgrade import Outcome, Step, Steps, refuse_if_failed
 from .validate import Finding, sequences
 
 #: owners of the database's objects and grantees of their privileges: roles the restore needs
@@ -64,7 +64,7 @@ class TableCount:
 
 
 @dataclass
-class MigrationResult:
+class MigrationResult(Outcome):
     source: str  # host:port/dbname
     target: str
     source_version: str
@@ -82,17 +82,6 @@ class MigrationResult:
     journal_id: int | None = None
     result: str = "running"  # running, refused, failed, succeeded
     error: str | None = None
-
-    @property
-    def ok(self) -> bool:
-        return self.result == "succeeded" and self.error is None
-
-    @property
-    def duration_s(self) -> float:
-        return round(sum(s.seconds for s in self.steps), 3)
-
-    def as_dict(self) -> dict:
-        return asdict(self) | {"ok": self.ok, "duration_s": self.duration_s}
 
 
 @dataclass

@@ -58,6 +58,25 @@ class Step:
     seconds: float
 
 
+class Outcome:
+    """What a run (PostgreSQL upgrade, logical migration) reports: ok, total duration, as JSON."""
+
+    steps: list[Step]
+    result: str  # running, refused, failed, succeeded
+    error: str | None
+
+    @property
+    def ok(self) -> bool:
+        return self.result == "succeeded" and self.error is None
+
+    @property
+    def duration_s(self) -> float:
+        return round(sum(s.seconds for s in self.steps), 3)
+
+    def as_dict(self) -> dict:
+        return asdict(self) | {"ok": self.ok, "duration_s": self.duration_s}
+
+
 @dataclass
 class DatabaseResult:
     database: str
@@ -68,7 +87,7 @@ class DatabaseResult:
 
 
 @dataclass
-class PgUpgradeResult:
+class PgUpgradeResult(Outcome):
     kind: str  # minor, major, rollback
     method: str  # restart (minor), copy or link (major)
     from_version: str  # PostgreSQL versions, e.g. 15.17
@@ -85,17 +104,6 @@ class PgUpgradeResult:
     rollback: str | None = None  # how to go back, or why one cannot
     result: str = "running"  # running, refused, failed, succeeded
     error: str | None = None
-
-    @property
-    def ok(self) -> bool:
-        return self.result == "succeeded" and self.error is None
-
-    @property
-    def duration_s(self) -> float:
-        return round(sum(s.seconds for s in self.steps), 3)
-
-    def as_dict(self) -> dict:
-        return asdict(self) | {"ok": self.ok, "duration_s": self.duration_s}
 
 
 class UpgradeRefused(UpgradeError):
