@@ -6,28 +6,38 @@ created under: an independent check of the maintained table, not of pg_tviews' o
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import psycopg
 from psycopg import sql
 
 
-def drift(conn: psycopg.Connection, name: str) -> tuple[int, int]:
-    """(rows in the table but not in the definition, rows in the definition but not in the table)."""
-    schema, table, definition, search_path = conn.execute(
-        "SELECT schema_name, table_name, definition, search_path FROM tviews.entity"
+@contextmanager
+def recorded(conn: psycopg.Connection, name: str) -> Iterator[tuple[int, sql.Composable, sql.Composable]]:
+    """(catalog id, table, definition) of a TVIEW, inside a transaction that evaluates the
+    definition with the search_path it was created under."""
+    entity, schema, table, definition, search_path = conn.execute(
+        "SELECT id, schema_name, table_name, definition, search_path FROM tviews.entity"
         " WHERE format('%%I.%%I', schema_name, table_name) = %s OR table_name = %s",
         (name, name),
     ).fetchone()
-    target = sql.Identifier(schema, table)
     with conn.transaction():
         previous = conn.execute("SELECT current_setting('search_path')").fetchone()[0]
         conn.execute("SELECT set_config('search_path', %s, true)", (search_path,))
+        yield entity, sql.Identifier(schema, table), sql.SQL(definition)
+        conn.execute("SELECT set_config('search_path', %s, true)", (previous,))
+
+
+def drift(conn: psycopg.Connection, name: str) -> tuple[int, int]:
+    """(rows in the table but not in the definition, rows in the definition but not in the table)."""
+    with recorded(conn, name) as (_, target, definition):
         extra = conn.execute(
-            sql.SQL("SELECT count(*) FROM (SELECT * FROM {} EXCEPT ALL ({})) d").format(target, sql.SQL(definition))
+            sql.SQL("SELECT count(*) FROM (SELECT * FROM {} EXCEPT ALL ({})) d").format(target, definition)
         ).fetchone()[0]
         missing = conn.execute(
-            sql.SQL("SELECT count(*) FROM (({}) EXCEPT ALL SELECT * FROM {}) d").format(sql.SQL(definition), target)
+            sql.SQL("SELECT count(*) FROM (({}) EXCEPT ALL SELECT * FROM {}) d").format(definition, target)
         ).fetchone()[0]
-        conn.execute("SELECT set_config('search_path', %s, true)", (previous,))
     return extra, missing
 
 
@@ -44,20 +54,13 @@ def assert_exact(conn: psycopg.Connection, *names: str, context: str = "") -> No
 
 def explain_drift(conn: psycopg.Connection, name: str, limit: int = 3) -> str:
     """The first differing rows of a drifted TVIEW, and its pending repairs (for the failure message)."""
-    entity, schema, table, definition, search_path = conn.execute(
-        "SELECT id, schema_name, table_name, definition, search_path FROM tviews.entity"
-        " WHERE format('%%I.%%I', schema_name, table_name) = %s OR table_name = %s",
-        (name, name),
-    ).fetchone()
-    target = sql.Identifier(schema, table)
-    with conn.transaction():
-        previous = conn.execute("SELECT current_setting('search_path')").fetchone()[0]
-        conn.execute("SELECT set_config('search_path', %s, true)", (search_path,))
-        extra = conn.execute(sql.SQL("SELECT * FROM {} EXCEPT ALL ({}) LIMIT {}").format(
-            target, sql.SQL(definition), limit)).fetchall()
-        missing = conn.execute(sql.SQL("({}) EXCEPT ALL SELECT * FROM {} LIMIT {}").format(
-            sql.SQL(definition), target, limit)).fetchall()
-        conn.execute("SELECT set_config('search_path', %s, true)", (previous,))
+    with recorded(conn, name) as (entity, target, definition):
+        extra = conn.execute(
+            sql.SQL("SELECT * FROM {} EXCEPT ALL ({}) LIMIT {}").format(target, definition, limit)
+        ).fetchall()
+        missing = conn.execute(
+            sql.SQL("({}) EXCEPT ALL SELECT * FROM {} LIMIT {}").format(definition, target, limit)
+        ).fetchall()
     repairs = conn.execute("SELECT array_agg(key ORDER BY key) FROM tviews.repair WHERE entity_id = %s",
                            (entity,)).fetchone()[0]
     return f"\n  in the table only: {extra}\n  in the definition only: {missing}\n  pending repairs: {repairs}"
