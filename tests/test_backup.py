@@ -11,6 +11,7 @@ import pytest
 import harness
 import workload
 from oracle import assert_exact
+from pg_tviews import catalog
 from pg_tviews.errors import CheckFailed
 from pg_tviews.upgrade import backup
 
@@ -31,7 +32,7 @@ def populated(tvconn):
 def test_backup_then_verify(pg, populated, backup_dir):
     dsn = populated.info.dsn
     result = backup.backup(dsn, backup_dir, jobs=2)
-    assert result.catalog_version == "0.2.0" and result.tables >= 7 and result.rows > 0
+    assert result.catalog_version == catalog.load().current and result.tables >= 7 and result.rows > 0
     manifest = json.loads((backup_dir / backup.MANIFEST).read_text())
     assert manifest["counts"]["public.tv_post"] == populated.execute("SELECT count(*) FROM tv_post").fetchone()[0]
     assert [t["table"] for t in manifest["catalog"]["tviews"]] == ["tv_post", "tv_user", "tv_feed"]

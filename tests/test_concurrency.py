@@ -236,6 +236,73 @@ def test_worker_wakes_on_notify_and_stops_cleanly(pg, tvconn, connect):
     assert_exact(tvconn, *workload.TVIEWS)
 
 
+def _notified(listener: psycopg.Connection) -> bool:
+    return any(True for _ in listener.notifies(timeout=0.5, stop_after=1))
+
+
+@pytest.mark.majors("newest")
+def test_async_writers_notify_only_a_waiting_worker(pg, tvconn, connect):
+    """PostgreSQL serializes the commits of transactions that NOTIFY: writers notify only when a
+    worker waits for work (it holds the idle lock), unless told to always notify."""
+    workload.setup(tvconn, "async")
+    dsn = tvconn.info.dsn
+    listener = connect(dsn)
+    listener.execute(f"LISTEN {worker.CHANNEL}")
+    writer = connect(dsn)
+
+    def write(notify: str) -> None:
+        writer.execute(f"SET pg_tviews.notify = {notify}")
+        writer.execute("UPDATE tb_user SET name = name || '+' WHERE pk_user = 1")
+
+    write("on")
+    assert not _notified(listener), "notified although no worker was waiting"
+    waiting = connect(dsn)
+    waiting.execute(f"SELECT pg_advisory_lock({worker.IDLE_LOCK})")  # what a waiting worker holds
+    write("on")
+    assert _notified(listener), "a waiting worker was not notified"
+    write("off")
+    assert not _notified(listener)
+    waiting.execute(f"SELECT pg_advisory_unlock({worker.IDLE_LOCK})")
+    write("always")
+    assert _notified(listener)
+    worker.drain(tvconn)
+    assert_exact(tvconn, *workload.TVIEWS)
+
+
+@pytest.mark.majors("newest")
+def test_worker_does_not_wait_while_an_unnotified_change_is_uncommitted(pg, tvconn, connect):
+    """A change queued while no worker waited sends no notification; the worker must not start
+    waiting (for its 30 s poll) before that change commits, or it would sit on it."""
+    import threading
+    import time
+
+    workload.setup(tvconn, "async")
+    dsn = tvconn.info.dsn
+    writer = connect(dsn, autocommit=False)
+    writer.execute("SET pg_tviews.notify = on")
+    writer.execute("UPDATE tb_user SET name = 'late' WHERE pk_user = 1")  # no worker waits: no NOTIFY
+    stop = threading.Event()
+    thread = threading.Thread(target=worker.run, args=(lambda: psycopg.connect(dsn),),
+                              kwargs={"stop": stop, "poll_interval": 30.0})
+    thread.start()
+    try:
+        time.sleep(1.5)  # the worker found nothing and tried to start waiting
+        writer.commit()
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            applied = tvconn.execute("SELECT author FROM tv_feed WHERE pk_post = 12").fetchone()[0] == "late"
+            if applied and worker.status(tvconn).pending == 0:
+                break
+            time.sleep(0.1)
+        else:
+            pytest.fail("the worker waited for its poll interval instead of picking up the committed change")
+    finally:
+        stop.set()
+        thread.join(timeout=60)
+    assert not thread.is_alive()
+    assert_exact(tvconn, *workload.TVIEWS)
+
+
 @pytest.mark.majors("newest")
 def test_failed_queue_items_are_retried_and_kept_with_their_error(pg, tvconn):
     workload.setup(tvconn, "async")

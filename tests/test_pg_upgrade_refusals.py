@@ -165,7 +165,7 @@ def test_refuses_missing_extension_files_in_the_new_installation(old):
             catalog.install(conn, mode="extension")
         error = refused((tc, name, b16, Binaries(installation / "bin"), new_dir))
         assert failed(error) == {f"{name}: extension_files": f"the installation in {installation / 'bin'} lacks "
-                                                             "pg_tviews 0.2.0 extension files"}
+                                                             f"pg_tviews {catalog.load().current} extension files"}
         assert "pg-tviews extension install --pg-config" in error.hint
     finally:
         tc.drop_database(name)

@@ -1,10 +1,18 @@
 """The async worker: applies queued changes of async TVIEWs after their writers commit.
 
-Woken by LISTEN/NOTIFY (channel pg_tviews_queue), it also polls, so a missed notification only
-delays work. Each round is one transaction (tviews.pg_tviews_process_queue): items are claimed
-with SKIP LOCKED, so several workers can run side by side. Failures are retried with exponential
-backoff and kept with their error after the last attempt. A stop request (SIGTERM, SIGINT) lets the
-current round finish.
+Each round is one transaction (tviews.pg_tviews_process_queue): items are claimed with SKIP
+LOCKED, so several workers can run side by side. Failures are retried with exponential backoff and
+kept with their error after the last attempt. A stop request (SIGTERM, SIGINT) lets the current
+round finish.
+
+Waking up: PostgreSQL serializes the commits of all transactions that NOTIFY, so writers notify
+only a worker that is waiting for work. Before it waits, a worker takes the session advisory lock
+(tviews.lock_class(), 0) and looks at the queue once more; a writer that finds the lock free does
+not notify but holds it shared until its transaction ends (tviews.enqueue). So a worker cannot
+start waiting while a change that did not notify is still uncommitted, and every change is either
+notified or seen by the last look. While writers that did not notify are in flight, the worker
+polls at growing intervals instead. It also polls every `poll_interval` while waiting, so a lost
+connection or an older catalog (0.2.0 notifies on every write) only delays work.
 """
 
 from __future__ import annotations
@@ -17,6 +25,10 @@ from dataclasses import dataclass
 import psycopg
 
 CHANNEL = "pg_tviews_queue"
+#: the advisory lock a worker holds while it waits for a notification (see tviews.enqueue)
+IDLE_LOCK = "tviews.lock_class(), 0"
+#: first pause between rounds while the idle lock cannot be taken; doubles up to the poll interval
+FIRST_PAUSE = 0.01
 
 
 @dataclass
@@ -86,23 +98,41 @@ def run(
     """Run until `stop` is set; reconnects after a lost connection."""
     stats = WorkerStats()
     last_housekeeping = 0.0
+
+    def round_(conn: psycopg.Connection) -> int:
+        nonlocal last_housekeeping
+        handled = process_once(conn, batch)
+        stats.rounds += 1
+        stats.items += handled
+        on_round(handled)
+        if time.monotonic() - last_housekeeping > housekeeping_interval:
+            conn.execute("SELECT tviews.pg_tviews_stats_rollup(), tviews.pg_tviews_queue_cleanup()")
+            last_housekeeping = time.monotonic()
+        return handled
+
     while not stop.is_set():
         try:
             with connect() as conn:
                 conn.autocommit = True
                 conn.execute(f"LISTEN {CHANNEL}")
+                pause = FIRST_PAUSE
                 while not stop.is_set():
-                    handled = process_once(conn, batch)
-                    stats.rounds += 1
-                    stats.items += handled
-                    on_round(handled)
-                    if time.monotonic() - last_housekeeping > housekeeping_interval:
-                        conn.execute("SELECT tviews.pg_tviews_stats_rollup(), tviews.pg_tviews_queue_cleanup()")
-                        last_housekeeping = time.monotonic()
-                    if handled:
+                    if round_(conn):
+                        pause = FIRST_PAUSE
                         continue  # more may be waiting, or cascaded from what was just applied
-                    if _wait_for_notification(conn, poll_interval, stop):
-                        stats.wakeups += 1
+                    if not conn.execute(f"SELECT pg_try_advisory_lock({IDLE_LOCK})").fetchone()[0]:
+                        # writers that did not notify are still running (or another worker waits)
+                        stop.wait(pause)
+                        pause = min(pause * 2, poll_interval)
+                        continue
+                    try:
+                        if round_(conn):  # the last look: committed before the lock was free
+                            continue
+                        if _wait_for_notification(conn, poll_interval, stop):
+                            stats.wakeups += 1
+                    finally:
+                        conn.execute(f"SELECT pg_advisory_unlock({IDLE_LOCK})")
+                    pause = FIRST_PAUSE
         except psycopg.OperationalError:
             if stop.wait(poll_interval):
                 break
