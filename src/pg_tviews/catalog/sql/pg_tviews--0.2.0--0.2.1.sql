@@ -7,10 +7,9 @@
 -- the next step), and recording is a plain insert: the table has no unique key any more (a key
 -- recorded twice is recomputed once).
 --
--- 2. Writers to async TVIEWs NOTIFY only when a worker is waiting
--- for work. PostgreSQL serializes the commits of all transactions that sent a NOTIFY (a global
--- lock held while queueing the notification): one NOTIFY per write capped the throughput of
--- concurrent async writers. A worker waiting for work holds the advisory lock
+-- 2. Writers to async TVIEWs NOTIFY only when a worker is waiting for work. PostgreSQL serializes
+-- the commits of all transactions that sent a NOTIFY (a global lock held while queueing the
+-- notification): one NOTIFY per write capped the throughput of concurrent async writers. A worker waiting for work holds the advisory lock
 -- (tviews.lock_class(), 0) (TVIEW ids start at 1); `pg-tviews worker` 0.2.1 takes it before it
 -- waits.
 
@@ -35,7 +34,6 @@ BEGIN
     END IF;
 END
 $$;
-
 
 ALTER TABLE tviews.repair DROP CONSTRAINT repair_pkey;
 CREATE INDEX repair_entity_idx ON tviews.repair (entity_id, key);
