@@ -9,9 +9,9 @@
 --
 -- 2. Writers to async TVIEWs NOTIFY only when a worker is waiting for work. PostgreSQL serializes
 -- the commits of all transactions that sent a NOTIFY (a global lock held while queueing the
--- notification): one NOTIFY per write capped the throughput of concurrent async writers. A worker waiting for work holds the advisory lock
--- (tviews.lock_class(), 0) (TVIEW ids start at 1); `pg-tviews worker` 0.2.1 takes it before it
--- waits.
+-- notification): one NOTIFY per write capped the throughput of concurrent async writers. A
+-- worker waiting for work holds the advisory lock (tviews.lock_class(), 0) (TVIEW ids start at
+-- 1); `pg-tviews worker` 0.2.1 takes it before it waits.
 
 CREATE OR REPLACE FUNCTION tviews.enqueue(p_entity integer, p_keys bigint[], p_hops jsonb, p_full boolean) RETURNS void
     LANGUAGE plpgsql SECURITY DEFINER
