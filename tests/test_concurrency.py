@@ -200,6 +200,20 @@ def test_two_phase_commit(pg, tvconn, connect, mode, ending):
     assert_exact(tvconn, *workload.TVIEWS, context=f"{mode}, {ending}")
 
 
+def _worker_applied(conn: psycopg.Connection, author: str, within: float) -> bool:
+    """Whether a running worker applies the rename of user 1 to `author`, with its cascade
+    (tv_feed), and empties the queue within `within` seconds."""
+    import time
+
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        applied = conn.execute("SELECT author FROM tv_feed WHERE pk_post = 12").fetchone()[0] == author
+        if applied and worker.status(conn).pending == 0:
+            return True
+        time.sleep(0.1)
+    return False
+
+
 @pytest.mark.majors("newest")
 def test_worker_wakes_on_notify_and_stops_cleanly(pg, tvconn, connect):
     """The worker process: LISTEN/NOTIFY wake-up, then a clean stop on SIGTERM."""
@@ -218,13 +232,7 @@ def test_worker_wakes_on_notify_and_stops_cleanly(pg, tvconn, connect):
         writer = connect(dsn)
         writer.execute("SET pg_tviews.notify = on")
         writer.execute("UPDATE tb_user SET name = 'notified' WHERE pk_user = 1")
-        deadline = time.monotonic() + 15
-        while time.monotonic() < deadline:
-            applied = tvconn.execute("SELECT author FROM tv_feed WHERE pk_post = 12").fetchone()[0] == "notified"
-            if applied and worker.status(tvconn).pending == 0:
-                break
-            time.sleep(0.1)
-        else:
+        if not _worker_applied(tvconn, "notified", within=15):
             pytest.fail("the worker did not apply the change and its cascade after the notification")
         proc.send_signal(signal.SIGTERM)
         out, err = proc.communicate(timeout=30)
@@ -313,13 +321,7 @@ def test_worker_does_not_wait_while_an_unnotified_change_is_uncommitted(pg, tvco
     try:
         time.sleep(1.5)  # the worker found nothing and tried to start waiting
         writer.commit()
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            applied = tvconn.execute("SELECT author FROM tv_feed WHERE pk_post = 12").fetchone()[0] == "late"
-            if applied and worker.status(tvconn).pending == 0:
-                break
-            time.sleep(0.1)
-        else:
+        if not _worker_applied(tvconn, "late", within=10):
             pytest.fail("the worker waited for its poll interval instead of picking up the committed change")
     finally:
         stop.set()
