@@ -246,25 +246,27 @@ def test_worker_wakes_on_notify_and_stops_cleanly(pg, tvconn, connect):
 
 @pytest.mark.majors("newest")
 @pytest.mark.parametrize("mode", ["immediate", "deferred"])
-def test_commit_steps_never_wait_for_repairs_another_transaction_takes(pg, tvconn, connect, mode):
-    """Recorded repairs that another commit step is taking are left to it: waiting for them
-    deadlocked two commit steps that took them in different orders (seen in the stress test)."""
+def test_recorded_repairs_are_taken_in_key_order_and_recorded_without_waiting(pg, tvconn, connect, mode):
+    """Two commit steps deadlocked over recorded repairs (seen in the stress test): one deleted them
+    in another order than the other, or recorded a key (an upsert, which waits) the other was
+    deleting. Recording is a plain insert now, and a commit step takes recorded keys in key order."""
     workload.setup(tvconn, mode)
     dsn = tvconn.info.dsn
     entity = tvconn.execute("SELECT id FROM tviews.entity WHERE table_name = 'tv_post'").fetchone()[0]
     tvconn.execute("UPDATE tv_post SET data = '{}' WHERE pk_post IN (3, 4)")  # stale, as a yielded row is
-    # key 4 recorded twice (two yielders): recomputed once
-    tvconn.execute("INSERT INTO tviews.repair (entity_id, key) VALUES (%s, 3), (%s, 4), (%s, 4)", (entity,) * 3)
-    holder = connect(dsn, autocommit=False)
-    holder.execute("SELECT 1 FROM tviews.repair WHERE entity_id = %s AND key = 3 FOR UPDATE", (entity,))
+    tvconn.execute("INSERT INTO tviews.repair (entity_id, key) VALUES (%s, 4)", (entity,))
+    taking = connect(dsn, autocommit=False)  # a commit step in the middle of taking key 4
+    taking.execute("DELETE FROM tviews.repair WHERE entity_id = %s", (entity,))
+    recorder = connect(dsn)
+    recorder.execute("SET lock_timeout = '3s'")
+    # recording never waits, even for a key recorded twice or one being taken
+    recorder.execute("INSERT INTO tviews.repair (entity_id, key) VALUES (%s, 3), (%s, 4), (%s, 4)", (entity,) * 3)
+    taking.rollback()
+    definition = tvconn.execute(
+        "SELECT pg_get_functiondef('tviews.commit_recompute(integer, boolean)'::regprocedure)").fetchone()[0]
+    assert definition.count("ORDER BY key, ctid FOR UPDATE") == 2, "recorded keys must be taken in key order"
     writer = connect(dsn)
-    writer.execute("SET lock_timeout = '3s'")
-    writer.execute("UPDATE tb_post SET title = 'taken' WHERE pk_post = 7")  # commits without waiting
-    left = tvconn.execute("SELECT key FROM tviews.repair WHERE entity_id = %s", (entity,)).fetchall()
-    assert left == [(3,)], "the commit step should take every recorded key but the held one"
-    assert tvconn.execute("SELECT data <> '{}' FROM tv_post WHERE pk_post = 4").fetchone()[0]
-    holder.rollback()  # the holder aborts: the key stays recorded for the next commit step
-    writer.execute("UPDATE tb_post SET title = 'next' WHERE pk_post = 8")
+    writer.execute("UPDATE tb_post SET title = 'taken' WHERE pk_post = 7")  # its commit step takes them all
     assert tvconn.execute("SELECT count(*) FROM tviews.repair").fetchone()[0] == 0
     assert_exact(tvconn, *workload.TVIEWS)
 

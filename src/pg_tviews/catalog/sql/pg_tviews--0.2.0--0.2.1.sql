@@ -1,11 +1,11 @@
 -- pg_tviews 0.2.0 -> 0.2.1 (patch), two runtime fixes; no TVIEW is rebuilt.
 --
--- 1. Recorded repairs never make a commit step wait. Two commit steps of one TVIEW that deleted
--- its recorded keys (tviews.repair) in different orders, or recorded a key the other was
--- deleting, waited for each other's row locks and deadlocked. Now a step takes only the recorded
--- keys no other transaction is taking (a holder recomputes them or, if it aborts, leaves them to
--- the next step), and recording is a plain insert: the table has no unique key any more (a key
--- recorded twice is recomputed once).
+-- 1. Recorded repairs no longer deadlock. Two commit steps of one TVIEW that deleted its
+-- recorded keys (tviews.repair) in different orders, or recorded a key the other was deleting,
+-- waited for each other's row locks in a cycle. Now steps take recorded keys in key order (a step
+-- still waits for another that is taking the same keys, as before), and recording is a plain
+-- insert that never waits: the table has no unique key any more (a key recorded twice is
+-- recomputed once).
 --
 -- 2. Writers to async TVIEWs NOTIFY only when a worker is waiting for work. PostgreSQL serializes
 -- the commits of all transactions that sent a NOTIFY (a global lock held while queueing the
@@ -56,7 +56,7 @@ BEGIN
     IF p_full THEN
         EXECUTE format('SELECT (tviews.%I()).*', 'tv' || p_entity || '_full') INTO r;
         DELETE FROM tviews.repair rp USING (SELECT ctid FROM tviews.repair WHERE entity_id = p_entity
-                                              FOR UPDATE SKIP LOCKED) s
+                                              ORDER BY key, ctid FOR UPDATE) s
          WHERE rp.ctid = s.ctid;
     ELSE
         all_keys := string_to_array(trim(BOTH ',' FROM coalesce(current_setting('pg_tviews.k' || id, true), '')), ',')::bigint[];
@@ -72,7 +72,7 @@ BEGIN
             EXECUTE format('SELECT tviews.%I($1)', 'tv' || p_entity || '_lineage') INTO lineage_keys USING hop_sets;
         END IF;
         WITH gone AS (DELETE FROM tviews.repair rp USING (SELECT ctid FROM tviews.repair WHERE entity_id = p_entity
-                                                            FOR UPDATE SKIP LOCKED) s
+                                                            ORDER BY key, ctid FOR UPDATE) s
                        WHERE rp.ctid = s.ctid RETURNING rp.key)
         SELECT array_agg(key) INTO repair_keys FROM gone;
         all_keys := ARRAY(SELECT DISTINCT k FROM unnest(coalesce(all_keys, '{}') || coalesce(lineage_keys, '{}')
@@ -128,7 +128,7 @@ BEGIN
             IF coalesce(is_full, false) THEN
                 EXECUTE format('SELECT (tviews.%I()).*', 'tv' || e.id || '_full') INTO r;
                 DELETE FROM tviews.repair rp USING (SELECT ctid FROM tviews.repair WHERE entity_id = e.id
-                                                      FOR UPDATE SKIP LOCKED) s
+                                                      ORDER BY key, ctid FOR UPDATE) s
                  WHERE rp.ctid = s.ctid;
             ELSE
                 SELECT array_agg(DISTINCT k) INTO all_keys FROM tviews.queue q, unnest(q.keys) k
@@ -138,7 +138,7 @@ BEGIN
                     EXECUTE format('SELECT tviews.%I($1)', 'tv' || e.id || '_lineage') INTO lin USING hop_sets;
                 END IF;
                 WITH gone AS (DELETE FROM tviews.repair rp USING (SELECT ctid FROM tviews.repair WHERE entity_id = e.id
-                                                                    FOR UPDATE SKIP LOCKED) s
+                                                                    ORDER BY key, ctid FOR UPDATE) s
                                WHERE rp.ctid = s.ctid RETURNING rp.key)
                 SELECT coalesce(all_keys, '{}') || coalesce(lin, '{}') || coalesce(array_agg(key), '{}')
                   INTO all_keys FROM gone;
