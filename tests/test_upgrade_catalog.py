@@ -31,6 +31,9 @@ STEPS = [
     ("0.2.0", "0.2.1"),
     ("0.2.1", "0.2.0"),
     ("0.1.0", "0.2.1"),
+    ("0.2.1", "0.2.2"),
+    ("0.2.2", "0.2.1"),
+    ("0.1.0", "0.2.2"),
 ]
 
 
@@ -120,13 +123,13 @@ def test_migration_step(pg, conn, fresh_fingerprints, extension_files, source, t
 
 def test_chain_is_consistent():
     chain = catalog.load()
-    assert chain.versions == ["0.1.0", "0.1.1", "0.2.0", "0.2.1"]
+    assert chain.versions == ["0.1.0", "0.1.1", "0.2.0", "0.2.1", "0.2.2"]
     for a in chain.versions:
         for b in chain.versions:
             chain.path(a, b)  # every version reaches every other
 
 
-@pytest.mark.parametrize("version", ["0.1.0", "0.1.1", "0.2.0", "0.2.1"])
+@pytest.mark.parametrize("version", ["0.1.0", "0.1.1", "0.2.0", "0.2.1", "0.2.2"])
 def test_both_install_modes_give_the_same_catalog(pg, fresh_fingerprints, extension_files, version):
     differences = fp.differences(fresh(pg, fresh_fingerprints, version, "schema"),
                                  fresh(pg, fresh_fingerprints, version, "extension"), ignore=("extension_config",))

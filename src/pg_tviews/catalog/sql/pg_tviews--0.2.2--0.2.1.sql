@@ -1,0 +1,355 @@
+-- pg_tviews 0.2.2 -> 0.2.1: the runtime functions get their 0.2.1 text back (recorded repairs
+-- taken without their slots, pg_tviews_refresh writing without recording its keys for the commit
+-- step); tviews.record and tviews.key_slots are dropped.
+
+DROP FUNCTION tviews.commit_recompute(integer, boolean, bigint[]);
+DROP FUNCTION tviews.record(integer, bigint[], jsonb, text, pg_snapshot);
+DROP FUNCTION tviews.key_slots(bigint[]);
+
+CREATE OR REPLACE FUNCTION tviews.arm(p_snap pg_snapshot) RETURNS void
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    INSERT INTO tviews.tx_marker (xid) VALUES (pg_current_xact_id());
+    PERFORM set_config('pg_tviews.xact', pg_current_xact_id()::text, true);
+    PERFORM set_config('pg_tviews.snapshot', coalesce(p_snap::text, ''), true);
+    PERFORM set_config('pg_tviews.todo', ',', true);
+END
+$$;
+
+CREATE OR REPLACE FUNCTION tviews.contend(p_entity integer, p_keys bigint[]) RETURNS bigint[]
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    t       tviews.entity;
+    pending bigint[] := p_keys;
+    r       tviews.apply_result;
+    safe    boolean;
+    saved_lock_timeout text := current_setting('lock_timeout');
+    wait_ms integer := least(200, greatest(1, extract(epoch FROM current_setting('deadlock_timeout')::interval) * 250));
+    -- the application's own lock_timeout bounds the total wait (then the keys are yielded)
+    budget  interval := nullif(current_setting('lock_timeout')::interval, '0');
+    started timestamptz := clock_timestamp();
+BEGIN
+    SELECT * INTO t FROM tviews.entity WHERE id = p_entity;
+    WHILE cardinality(pending) > 0 LOOP
+        EXECUTE format(
+            'WITH holder AS ('
+            '   SELECT t.xmax, l.pid FROM %I.%I t LEFT JOIN pg_catalog.pg_locks l'
+            '     ON l.locktype = ''transactionid'' AND l.granted AND l.transactionid = t.xmax'
+            '    WHERE t.%I = ANY ($1) AND t.xmax <> ''0''::xid)'
+            ' SELECT NOT EXISTS (SELECT 1 FROM holder WHERE pid IS NULL'
+            '                       OR cardinality(pg_catalog.pg_blocking_pids(pid)) > 0)'
+            '    AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_stat_activity a'
+            '                     WHERE a.wait_event_type = ''Lock'''
+            '                       AND pg_catalog.pg_backend_pid() = ANY (pg_catalog.pg_blocking_pids(a.pid)))',
+            t.schema_name, t.table_name, t.key_column)
+        INTO safe USING pending;
+        IF NOT safe OR clock_timestamp() - started > budget THEN
+            RETURN pending;
+        END IF;
+        BEGIN
+            PERFORM set_config('lock_timeout', wait_ms || 'ms', true);
+            EXECUTE format('SELECT count(*) FROM (SELECT 1 FROM %I.%I t WHERE t.%I = ANY ($1)'
+                           ' ORDER BY t.%I FOR UPDATE) s',
+                           t.schema_name, t.table_name, t.key_column, t.key_column)
+            USING pending;
+            PERFORM set_config('lock_timeout', saved_lock_timeout, true);
+            EXECUTE format('SELECT (tviews.%I($1)).*', 'tv' || p_entity || '_apply') INTO r USING pending;
+            pending := coalesce(r.contended, '{}');
+        EXCEPTION
+            WHEN lock_not_available THEN
+                NULL;  -- holders still busy: check again whether waiting is safe
+            WHEN deadlock_detected THEN
+                RETURN pending;  -- a cycle formed while waiting: give way
+        END;
+    END LOOP;
+    RETURN pending;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION tviews.tx_commit() RETURNS trigger
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    me         xid8 := pg_current_xact_id();
+    rc         boolean := current_setting('transaction_isolation') = 'read committed';
+    first_snap pg_snapshot;
+    snap       pg_snapshot;
+    done       text := ',';
+    entry      text;
+    best       text;
+    best_key   integer[];
+    parts      text[];
+    id         text;
+    recorded   integer[];
+    slots      integer[];
+    coarse     boolean;
+    attempt    integer;
+    interfered boolean;
+    stale      boolean;
+    flags      text;
+    stats      text;
+    changed    bigint;
+    started    timestamptz;
+    ids        integer[] := '{}';
+    rows       bigint[] := '{}';
+    ms         float8[] := '{}';
+BEGIN
+    IF coalesce(current_setting('pg_tviews.xact', true), '') <> me::text THEN
+        RETURN NULL;  -- already finished (SET CONSTRAINTS ... IMMEDIATE ran the step earlier)
+    END IF;
+    IF rc THEN
+        first_snap := nullif(current_setting('pg_tviews.snapshot'), '')::pg_snapshot;
+    ELSE
+        first_snap := pg_current_snapshot();
+    END IF;
+    LOOP
+        best := NULL;
+        FOREACH entry IN ARRAY string_to_array(trim(BOTH ',' FROM current_setting('pg_tviews.todo')), ',') LOOP
+            CONTINUE WHEN strpos(done, ',' || entry || ',') > 0;
+            parts := string_to_array(entry, ':');
+            IF best IS NULL OR ARRAY[parts[1]::int, parts[2]::int] < best_key THEN
+                best := entry;
+                best_key := ARRAY[parts[1]::int, parts[2]::int];
+            END IF;
+        END LOOP;
+        EXIT WHEN best IS NULL;
+        done := done || best || ',';
+        parts := string_to_array(best, ':');
+        id := parts[2];
+        started := clock_timestamp();
+        flags := coalesce(current_setting('pg_tviews.x' || id, true), '');
+        recorded := string_to_array(trim(BOTH ',' FROM coalesce(current_setting('pg_tviews.l' || id, true), '')), ',')::integer[];
+        -- A commit that cannot list its slots (TRUNCATE, too many changes) takes them all.
+        coarse := strpos(flags, 'f') > 0 OR strpos(flags, 'c') > 0 OR current_setting('pg_tviews.spilled', true) = 'on';
+
+        -- Take the slots, and find out whether a transaction that shares one committed after the
+        -- snapshot our rows were computed from (see the notes above). At READ COMMITTED, when one
+        -- did, evaluate the lineages again from a fresh snapshot, give the slots back (rolling
+        -- back the subtransaction releases their row locks, so waits stay in slot order) and take
+        -- the new set: a few rounds, then all slots.
+        attempt := 0;
+        stale := parts[3] <> 'i';  -- deferred: computed at commit in any case
+        snap := CASE WHEN parts[3] = 'i' THEN first_snap END;
+        LOOP
+            attempt := attempt + 1;
+            IF coarse OR attempt > 4 THEN
+                slots := ARRAY(SELECT generate_series(0, tviews.slot_count() - 1));
+                snap := coalesce(snap, first_snap);
+            ELSIF snap IS NULL OR attempt > 1 THEN
+                snap := CASE WHEN rc THEN pg_current_snapshot() ELSE first_snap END;
+                slots := coalesce(recorded, '{}') || tviews.lineage_slots(id::integer);
+            ELSE
+                slots := coalesce(recorded, '{}');
+            END IF;
+            BEGIN
+                interfered := tviews.take_slots(id::integer, slots, snap);
+                IF interfered AND rc AND NOT coarse AND attempt <= 4 THEN
+                    RAISE EXCEPTION USING ERRCODE = 'T0V01';  -- give the slots back, evaluate again
+                END IF;
+            EXCEPTION WHEN SQLSTATE 'T0V01' THEN
+                stale := true;
+                CONTINUE;
+            END;
+            EXIT;
+        END LOOP;
+        IF interfered AND NOT rc THEN
+            -- This snapshot cannot see a concurrent change to the TVIEW's sources; refreshing from
+            -- it could leave rows stale.
+            RAISE EXCEPTION USING
+                ERRCODE = 'serialization_failure',
+                MESSAGE = format('could not serialize access: sources of TVIEW %s were changed by a concurrent transaction',
+                                 (SELECT format('%I.%I', e.schema_name, e.table_name) FROM tviews.entity e
+                                   WHERE e.id = parts[2]::integer)),
+                HINT = 'retry the transaction';
+        END IF;
+        IF stale OR interfered OR strpos(flags, 'd') > 0 OR strpos(flags, 'f') > 0
+           OR EXISTS (SELECT 1 FROM tviews.repair r WHERE r.entity_id = parts[2]::integer) THEN
+            changed := tviews.commit_recompute(id::integer, strpos(flags, 'f') > 0);
+        ELSE
+            changed := 0;
+        END IF;
+
+        stats := coalesce(nullif(current_setting('pg_tviews.s' || id, true), ''), '0 0');
+        ids := ids || id::integer;
+        rows := rows || (changed + split_part(stats, ' ', 1)::bigint);
+        ms := ms || (extract(epoch FROM clock_timestamp() - started) * 1000 + split_part(stats, ' ', 2)::float8);
+        -- the transaction may go on (SET CONSTRAINTS ... IMMEDIATE): start afresh for this TVIEW
+        PERFORM set_config('pg_tviews.k' || id, '', true);
+        PERFORM set_config('pg_tviews.h' || id, '', true);
+        PERFORM set_config('pg_tviews.x' || id, '', true);
+        PERFORM set_config('pg_tviews.s' || id, '', true);
+        PERFORM set_config('pg_tviews.l' || id, '', true);
+    END LOOP;
+    INSERT INTO tviews.refresh_event (entity_id, origin, rows_changed, duration_ms)
+    SELECT i, 'transaction', n, t FROM unnest(ids, rows, ms) AS u(i, n, t);
+    DELETE FROM tviews.tx_marker WHERE xid = me;
+    IF current_setting('pg_tviews.spilled', true) = 'on' THEN
+        DELETE FROM tviews.tx_change WHERE xid = me;
+        PERFORM set_config('pg_tviews.spilled', '', true);
+    END IF;
+    PERFORM set_config('pg_tviews.xact', '', true);
+    RETURN NULL;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION tviews.commit_recompute(p_entity integer, p_full boolean) RETURNS bigint
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    id           text := p_entity::text;
+    me           xid8 := pg_current_xact_id();
+    all_keys     bigint[];
+    hop_sets     jsonb;
+    lineage_keys bigint[];
+    repair_keys  bigint[];
+    r            tviews.apply_result;
+    left_over    bigint[];
+BEGIN
+    IF p_full THEN
+        EXECUTE format('SELECT (tviews.%I()).*', 'tv' || p_entity || '_full') INTO r;
+        DELETE FROM tviews.repair rp USING (SELECT ctid FROM tviews.repair WHERE entity_id = p_entity
+                                              ORDER BY key, ctid FOR UPDATE) s
+         WHERE rp.ctid = s.ctid;
+    ELSE
+        all_keys := string_to_array(trim(BOTH ',' FROM coalesce(current_setting('pg_tviews.k' || id, true), '')), ',')::bigint[];
+        SELECT jsonb_agg(h::jsonb) INTO hop_sets
+          FROM unnest(string_to_array(trim(BOTH E'\n' FROM coalesce(current_setting('pg_tviews.h' || id, true), '')), E'\n')) h;
+        IF current_setting('pg_tviews.spilled', true) = 'on' THEN
+            SELECT coalesce(all_keys, '{}') || coalesce(array_agg(k), '{}') INTO all_keys
+              FROM tviews.tx_change c, unnest(c.keys) k WHERE c.xid = me AND c.entity_id = p_entity;
+            SELECT coalesce(hop_sets, '[]') || coalesce(jsonb_agg(c.hops), '[]') INTO hop_sets
+              FROM tviews.tx_change c WHERE c.xid = me AND c.entity_id = p_entity AND c.hops IS NOT NULL;
+        END IF;
+        IF hop_sets IS NOT NULL AND hop_sets <> '[]' THEN
+            EXECUTE format('SELECT tviews.%I($1)', 'tv' || p_entity || '_lineage') INTO lineage_keys USING hop_sets;
+        END IF;
+        WITH gone AS (DELETE FROM tviews.repair rp USING (SELECT ctid FROM tviews.repair WHERE entity_id = p_entity
+                                                            ORDER BY key, ctid FOR UPDATE) s
+                       WHERE rp.ctid = s.ctid RETURNING rp.key)
+        SELECT array_agg(key) INTO repair_keys FROM gone;
+        all_keys := ARRAY(SELECT DISTINCT k FROM unnest(coalesce(all_keys, '{}') || coalesce(lineage_keys, '{}')
+                                                        || coalesce(repair_keys, '{}')) k);
+        EXECUTE format('SELECT (tviews.%I($1)).*', 'tv' || p_entity || '_apply') INTO r USING all_keys;
+    END IF;
+    IF cardinality(r.contended) > 0 THEN
+        left_over := tviews.contend(p_entity, r.contended);
+        INSERT INTO tviews.repair (entity_id, key)
+        SELECT p_entity, k FROM unnest(left_over) k;
+    END IF;
+    RETURN coalesce(r.changed, 0);
+END
+$$;
+
+CREATE OR REPLACE FUNCTION tviews.pg_tviews_process_queue(batch integer DEFAULT 500) RETURNS integer
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    claimed  bigint[];
+    e        record;
+    ids      bigint[];
+    all_keys bigint[];
+    hop_sets jsonb;
+    lin      bigint[];
+    is_full  boolean;
+    r        tviews.apply_result;
+    left_over bigint[];
+    started  timestamptz;
+    handled  integer := 0;
+BEGIN
+    SELECT array_agg(q.id) INTO claimed FROM (
+        SELECT id FROM tviews.queue
+         WHERE processed_at IS NULL AND attempts < tviews.queue_max_attempts() AND next_attempt_at <= clock_timestamp()
+         ORDER BY id LIMIT batch
+           FOR UPDATE SKIP LOCKED) q;
+    -- orphans of dropped TVIEWs
+    DELETE FROM tviews.queue q WHERE q.id = ANY (coalesce(claimed, '{}'))
+       AND NOT EXISTS (SELECT 1 FROM tviews.entity t WHERE t.id = q.entity_id);
+    FOR e IN
+        SELECT t.id, t.rank FROM tviews.entity t
+         WHERE t.id IN (SELECT q.entity_id FROM tviews.queue q WHERE q.id = ANY (coalesce(claimed, '{}')))
+            OR t.id IN (SELECT rp.entity_id FROM tviews.repair rp)
+         ORDER BY t.rank, t.id
+    LOOP
+        started := clock_timestamp();
+        SELECT array_agg(q.id), bool_or(q.full_refresh), jsonb_agg(q.hops) FILTER (WHERE q.hops IS NOT NULL)
+          INTO ids, is_full, hop_sets
+          FROM tviews.queue q WHERE q.id = ANY (coalesce(claimed, '{}')) AND q.entity_id = e.id;
+        BEGIN
+            PERFORM pg_advisory_xact_lock(tviews.lock_class(), e.id);
+            IF coalesce(is_full, false) THEN
+                EXECUTE format('SELECT (tviews.%I()).*', 'tv' || e.id || '_full') INTO r;
+                DELETE FROM tviews.repair rp USING (SELECT ctid FROM tviews.repair WHERE entity_id = e.id
+                                                      ORDER BY key, ctid FOR UPDATE) s
+                 WHERE rp.ctid = s.ctid;
+            ELSE
+                SELECT array_agg(DISTINCT k) INTO all_keys FROM tviews.queue q, unnest(q.keys) k
+                 WHERE q.id = ANY (coalesce(ids, '{}'));
+                lin := NULL;
+                IF hop_sets IS NOT NULL THEN
+                    EXECUTE format('SELECT tviews.%I($1)', 'tv' || e.id || '_lineage') INTO lin USING hop_sets;
+                END IF;
+                WITH gone AS (DELETE FROM tviews.repair rp USING (SELECT ctid FROM tviews.repair WHERE entity_id = e.id
+                                                                    ORDER BY key, ctid FOR UPDATE) s
+                               WHERE rp.ctid = s.ctid RETURNING rp.key)
+                SELECT coalesce(all_keys, '{}') || coalesce(lin, '{}') || coalesce(array_agg(key), '{}')
+                  INTO all_keys FROM gone;
+                EXECUTE format('SELECT (tviews.%I($1)).*', 'tv' || e.id || '_apply') INTO r
+                  USING ARRAY(SELECT DISTINCT k FROM unnest(all_keys) k);
+            END IF;
+            IF cardinality(r.contended) > 0 THEN
+                left_over := tviews.contend(e.id, r.contended);
+                INSERT INTO tviews.repair (entity_id, key) SELECT e.id, k FROM unnest(left_over) k;
+            END IF;
+            UPDATE tviews.queue SET processed_at = clock_timestamp(), attempts = attempts + 1, error_message = NULL
+             WHERE id = ANY (coalesce(ids, '{}'));
+            INSERT INTO tviews.refresh_event (entity_id, origin, rows_changed, duration_ms)
+            VALUES (e.id, 'worker', r.changed, extract(epoch FROM clock_timestamp() - started) * 1000);
+        EXCEPTION WHEN OTHERS THEN
+            UPDATE tviews.queue
+               SET attempts = attempts + 1, error_message = SQLERRM,
+                   next_attempt_at = clock_timestamp() + least(interval '5 minutes', interval '1 second' * (2 ^ attempts))
+             WHERE id = ANY (coalesce(ids, '{}'));
+            INSERT INTO tviews.refresh_event (entity_id, origin, rows_changed, duration_ms, error)
+            VALUES (e.id, 'worker', 0, extract(epoch FROM clock_timestamp() - started) * 1000, SQLERRM);
+        END;
+        handled := handled + coalesce(cardinality(ids), 0);
+    END LOOP;
+    RETURN handled;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION tviews.refresh_entity(p_entity integer, p_keys bigint[]) RETURNS bigint
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    r tviews.apply_result;
+    left_over bigint[];
+    started timestamptz := clock_timestamp();
+BEGIN
+    PERFORM pg_advisory_xact_lock(tviews.lock_class(), p_entity);
+    IF p_keys IS NULL THEN
+        EXECUTE format('SELECT (tviews.%I()).*', 'tv' || p_entity || '_full') INTO r;
+    ELSE
+        EXECUTE format('SELECT (tviews.%I($1)).*', 'tv' || p_entity || '_apply') INTO r USING p_keys;
+    END IF;
+    IF cardinality(r.contended) > 0 THEN
+        left_over := tviews.contend(p_entity, r.contended);
+        INSERT INTO tviews.repair (entity_id, key) SELECT p_entity, k FROM unnest(left_over) k;
+    END IF;
+    INSERT INTO tviews.refresh_event (entity_id, origin, rows_changed, duration_ms)
+    VALUES (p_entity, 'refresh', r.changed, extract(epoch FROM clock_timestamp() - started) * 1000);
+    RETURN r.changed;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION tviews.pg_tviews_version() RETURNS text
+    LANGUAGE sql IMMUTABLE PARALLEL SAFE
+    AS $$ SELECT '0.2.1'::text $$;
