@@ -5,8 +5,8 @@ the table lacks (missing), keys the table has that the definition no longer yiel
 keys whose rows differ (different). The comparison reads the table and the backing view
 tviews.tv<id>_def range by range of keys (`chunk` rows of the table at a time), so a large TVIEW
 is checked without holding everything in memory and with visible progress. Repair recomputes the
-drifted keys of each range with tviews.pg_tviews_refresh(name, keys), which takes the TVIEW's
-advisory lock like any refresh, so it is safe next to live writers.
+drifted keys of each range with tviews.pg_tviews_refresh(name, keys), which is safe next to live
+writers: the keys go through the commit step like a write's (docs/concurrency.md).
 """
 
 from __future__ import annotations
