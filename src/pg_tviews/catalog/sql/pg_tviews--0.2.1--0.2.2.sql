@@ -18,9 +18,11 @@
 -- First change of a transaction: arm the commit step. `p_snap` is the snapshot the statement-time
 -- refresh started from (NULL in deferred mode). The commit step compares slots with the oldest
 -- snapshot statement-time rows were computed from. A trigger of a TVIEW reading another TVIEW
--- runs inside the refresh of that one, from a later snapshot, and would arm first: nested
--- triggers leave the snapshot to the outer trigger, which records its own when it finds none
--- (and when no outer trigger does, the commit step recomputes the rows).
+-- runs inside the refresh of that one, from a later snapshot, and arms first: nested triggers
+-- leave pg_tviews.snapshot empty for the outer trigger, which records its own when it finds it
+-- empty, and keep theirs in pg_tviews.nested_snapshot; the commit step takes the older of the two.
+-- Without a snapshot of its own (deferred mode) the snapshot of now stands in: older than any a
+-- later statement refreshes from.
 CREATE OR REPLACE FUNCTION tviews.arm(p_snap pg_snapshot) RETURNS void
     LANGUAGE plpgsql SECURITY DEFINER
     SET search_path = pg_catalog, pg_temp
@@ -28,10 +30,29 @@ AS $$
 BEGIN
     INSERT INTO tviews.tx_marker (xid) VALUES (pg_current_xact_id());
     PERFORM set_config('pg_tviews.xact', pg_current_xact_id()::text, true);
-    PERFORM set_config('pg_tviews.snapshot',
-                       CASE WHEN pg_trigger_depth() > 1 THEN '' ELSE coalesce(p_snap::text, '') END, true);
+    IF pg_trigger_depth() > 1 THEN
+        PERFORM set_config('pg_tviews.snapshot', '', true);
+        PERFORM set_config('pg_tviews.nested_snapshot', coalesce(p_snap, pg_current_snapshot())::text, true);
+    ELSE
+        PERFORM set_config('pg_tviews.snapshot', coalesce(p_snap, pg_current_snapshot())::text, true);
+        PERFORM set_config('pg_tviews.nested_snapshot', '', true);
+    END IF;
     PERFORM set_config('pg_tviews.todo', ',', true);
 END
+$$;
+
+-- Of two snapshots taken by this backend one after the other, the older (the one that sees less).
+CREATE FUNCTION tviews.older_snapshot(a pg_snapshot, b pg_snapshot) RETURNS pg_snapshot
+    LANGUAGE sql IMMUTABLE
+    SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT CASE WHEN a IS NULL THEN b
+                WHEN b IS NULL THEN a
+                WHEN pg_snapshot_xmax(a) <> pg_snapshot_xmax(b)
+                    THEN CASE WHEN pg_snapshot_xmax(a) < pg_snapshot_xmax(b) THEN a ELSE b END
+                -- no transaction started in between: the older one lists more as in progress
+                WHEN (SELECT count(*) FROM pg_snapshot_xip(a)) >= (SELECT count(*) FROM pg_snapshot_xip(b)) THEN a
+                ELSE b END
 $$;
 
 CREATE OR REPLACE FUNCTION tviews.contend(p_entity integer, p_keys bigint[]) RETURNS bigint[]
@@ -120,7 +141,8 @@ BEGIN
         RETURN NULL;  -- already finished (SET CONSTRAINTS ... IMMEDIATE ran the step earlier)
     END IF;
     IF rc THEN
-        first_snap := nullif(current_setting('pg_tviews.snapshot'), '')::pg_snapshot;
+        first_snap := tviews.older_snapshot(nullif(current_setting('pg_tviews.snapshot'), '')::pg_snapshot,
+                                            nullif(current_setting('pg_tviews.nested_snapshot', true), '')::pg_snapshot);
     ELSE
         first_snap := pg_current_snapshot();
     END IF;
@@ -150,9 +172,7 @@ BEGIN
         -- back the subtransaction releases their row locks, so waits stay in slot order) and take
         -- the new set: a few rounds, then all slots.
         attempt := 0;
-        -- deferred: computed at commit in any case; immediate without a snapshot (armed by a nested
-        -- trigger that no outer one followed): recomputed too
-        stale := parts[3] <> 'i' OR first_snap IS NULL;
+        stale := parts[3] <> 'i' OR first_snap IS NULL;  -- deferred: computed at commit in any case
         snap := CASE WHEN parts[3] = 'i' THEN first_snap END;
         LOOP
             attempt := attempt + 1;

@@ -1,10 +1,12 @@
 -- pg_tviews 0.2.2 -> 0.2.1: the runtime functions get their 0.2.1 text back (recorded repairs
 -- taken without their slots, pg_tviews_refresh writing without recording its keys for the commit
--- step); tviews.record and tviews.key_slots are dropped.
+-- step, nested triggers arming the commit step with their snapshot); tviews.record,
+-- tviews.key_slots and tviews.older_snapshot are dropped.
 
 DROP FUNCTION tviews.commit_recompute(integer, boolean, bigint[]);
 DROP FUNCTION tviews.record(integer, bigint[], jsonb, text, pg_snapshot);
 DROP FUNCTION tviews.key_slots(bigint[]);
+DROP FUNCTION tviews.older_snapshot(pg_snapshot, pg_snapshot);
 
 CREATE OR REPLACE FUNCTION tviews.arm(p_snap pg_snapshot) RETURNS void
     LANGUAGE plpgsql SECURITY DEFINER
