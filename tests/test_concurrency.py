@@ -488,3 +488,22 @@ def test_a_commit_during_a_refresh_with_a_cascade_is_seen_by_the_commit_step(pg,
     assert elapsed["rename"] > committed, "the other transaction must commit while the rename refreshes"
     timing = f"rename took {elapsed['rename']:.3f} s, other committed at {committed:.3f} s"
     assert_exact(tvconn, *workload.TVIEWS, context=timing)
+
+
+@pytest.mark.majors("newest")
+@pytest.mark.parametrize("mode", ["immediate", "deferred"])
+def test_the_worker_leaves_recorded_repairs_to_its_commit_step(pg, tvconn, mode):
+    """Recorded repairs of an immediate or deferred TVIEW are recomputed by a worker round through
+    the commit step of its transaction, which takes their slots (so a writer of the same rows
+    committing meanwhile is seen)."""
+    workload.setup(tvconn, mode)
+    entity = tvconn.execute("SELECT id FROM tviews.entity WHERE table_name = 'tv_post'").fetchone()[0]
+    tvconn.execute("UPDATE tv_post SET data = '{}' WHERE pk_post IN (3, 4)")  # stale, as a yielded row is
+    tvconn.execute("INSERT INTO tviews.repair (entity_id, key) VALUES (%s, 3), (%s, 4), (%s, 4)", (entity,) * 3)
+    worker.drain(tvconn)
+    assert tvconn.execute("SELECT count(*) FROM tviews.repair").fetchone()[0] == 0
+    slots = tvconn.execute("SELECT count(*) FROM tviews.commit_slot WHERE entity_id = %s AND slot IN"
+                           " (SELECT pg_catalog.hash_record(ROW(0, k)) & 4095 FROM unnest(ARRAY[3, 4]::bigint[]) k)",
+                           (entity,)).fetchone()[0]
+    assert slots == 2, "the round's commit step takes the slots of the keys it repairs"
+    assert_exact(tvconn, *workload.TVIEWS)

@@ -124,6 +124,7 @@ DECLARE
     id         text;
     recorded   integer[];
     repairs    bigint[];
+    repair_slots integer[];
     slots      integer[];
     coarse     boolean;
     attempt    integer;
@@ -181,14 +182,15 @@ BEGIN
             -- committing the same row meanwhile is seen (keys recorded after this look are left
             -- to a later step).
             repairs := ARRAY(SELECT DISTINCT r.key FROM tviews.repair r WHERE r.entity_id = id::integer);
+            repair_slots := CASE WHEN cardinality(repairs) > 0 THEN tviews.key_slots(repairs) ELSE '{}' END;
             IF coarse OR attempt > 4 OR cardinality(repairs) > 1000 THEN
                 slots := ARRAY(SELECT generate_series(0, tviews.slot_count() - 1));
                 snap := coalesce(snap, first_snap);
             ELSIF snap IS NULL OR attempt > 1 THEN
                 snap := CASE WHEN rc THEN pg_current_snapshot() ELSE first_snap END;
-                slots := coalesce(recorded, '{}') || tviews.lineage_slots(id::integer) || tviews.key_slots(repairs);
+                slots := coalesce(recorded, '{}') || tviews.lineage_slots(id::integer) || repair_slots;
             ELSE
-                slots := coalesce(recorded, '{}') || tviews.key_slots(repairs);
+                slots := coalesce(recorded, '{}') || repair_slots;
             END IF;
             BEGIN
                 interfered := tviews.take_slots(id::integer, slots, snap);
