@@ -142,8 +142,10 @@ BEGIN
         RETURN NULL;  -- already finished (SET CONSTRAINTS ... IMMEDIATE ran the step earlier)
     END IF;
     IF rc THEN
-        first_snap := tviews.older_snapshot(nullif(current_setting('pg_tviews.snapshot'), '')::pg_snapshot,
-                                            nullif(current_setting('pg_tviews.nested_snapshot', true), '')::pg_snapshot);
+        first_snap := nullif(current_setting('pg_tviews.snapshot'), '')::pg_snapshot;
+        IF coalesce(current_setting('pg_tviews.nested_snapshot', true), '') <> '' THEN
+            first_snap := tviews.older_snapshot(first_snap, current_setting('pg_tviews.nested_snapshot')::pg_snapshot);
+        END IF;
     ELSE
         first_snap := pg_current_snapshot();
     END IF;
