@@ -2,14 +2,17 @@
 --
 -- 1. Every row written before the commit step is covered by the commit step's slots. A refresh
 -- computes rows from its snapshot and then locks them: a transaction that committed the same row
--- in between was overwritten by the older computation, and nothing noticed when the refresh took
--- no slot for that key. Keys recorded for repair (tviews.repair) are now recomputed only by a
+-- in between was overwritten by the older computation, and nothing noticed when the commit step
+-- compared slots with a later snapshot, or took no slot for that key. The snapshot compared with
+-- is now the oldest statement-time one (a TVIEW reading another TVIEW armed the commit step from
+-- inside the other's refresh, with a later snapshot: see tviews.arm). Keys recorded for repair (tviews.repair) are now recomputed only by a
 -- commit step holding their slots, and pg_tviews_refresh on an immediate or deferred TVIEW
 -- records its keys for the commit step of its transaction (taking their slots and recomputing
 -- them if a transaction sharing one committed since the refresh's snapshot). The worker leaves
 -- the recorded repairs of immediate and deferred TVIEWs to the commit step of its transaction.
--- New flag in pg_tviews.x<id>: r (a full refresh ran before the commit step; recompute it all if
--- a slot was taken since its snapshot).
+-- New flags in pg_tviews.x<id>: r (a full refresh ran before the commit step; recompute it all if
+-- a slot was taken since its snapshot), e (recorded by pg_tviews_refresh or a worker round, which
+-- count their own work in the statistics).
 --
 -- 2. A composite-returning function called as `SELECT (f(x)).*` runs once per column:
 -- recomputations at commit, by the worker, by pg_tviews_refresh and after a wait for a held row
@@ -224,10 +227,15 @@ BEGIN
             changed := 0;
         END IF;
 
-        stats := coalesce(nullif(current_setting('pg_tviews.s' || id, true), ''), '0 0');
-        ids := ids || id::integer;
-        rows := rows || (changed + split_part(stats, ' ', 1)::bigint);
-        ms := ms || (extract(epoch FROM clock_timestamp() - started) * 1000 + split_part(stats, ' ', 2)::float8);
+        stats := nullif(current_setting('pg_tviews.s' || id, true), '');
+        -- what only pg_tviews_refresh or a worker round recorded (flag e: they count their own
+        -- work) counts as a refresh of the transaction when the step recomputed rows
+        IF stats IS NOT NULL OR changed > 0 OR strpos(flags, 'e') = 0 THEN
+            stats := coalesce(stats, '0 0');
+            ids := ids || id::integer;
+            rows := rows || (changed + split_part(stats, ' ', 1)::bigint);
+            ms := ms || (extract(epoch FROM clock_timestamp() - started) * 1000 + split_part(stats, ' ', 2)::float8);
+        END IF;
         -- the transaction may go on (SET CONSTRAINTS ... IMMEDIATE): start afresh for this TVIEW
         PERFORM set_config('pg_tviews.k' || id, '', true);
         PERFORM set_config('pg_tviews.h' || id, '', true);
@@ -412,7 +420,7 @@ DECLARE
     id    text := p_entity::text;
     entry text;
     acc   text;
-    flags text := coalesce(p_flags, '');
+    flags text := coalesce(p_flags, '') || 'e';  -- e: recorded here, not by a statement trigger
 BEGIN
     SELECT format('%s:%s:%s', t.rank, t.id, left(t.mode, 1)) INTO entry FROM tviews.entity t WHERE t.id = p_entity;
     IF coalesce(current_setting('pg_tviews.xact', true), '') <> pg_current_xact_id()::text THEN
@@ -447,9 +455,7 @@ BEGIN
         PERFORM set_config('pg_tviews.h' || id,
                            acc || (SELECT string_agg(h::text || E'\n', '') FROM jsonb_array_elements(p_hops) h), true);
     END IF;
-    IF flags <> '' THEN
-        PERFORM set_config('pg_tviews.x' || id, coalesce(current_setting('pg_tviews.x' || id, true), '') || flags, true);
-    END IF;
+    PERFORM set_config('pg_tviews.x' || id, coalesce(current_setting('pg_tviews.x' || id, true), '') || flags, true);
 END
 $$;
 
