@@ -407,43 +407,48 @@ def test_changes_meeting_through_unchanged_rows(pg, tvconn, connect, scenario, i
     assert_exact(tvconn, "tv_comment", context=f"after '{scenario}' at {iso}, {mode} mode")
 
 
+def _commit_during(dsn: str, statement: str, other: psycopg.Connection, delay: float) -> str:
+    """Run `statement` in a session of its own and commit `other` `delay` seconds after it started;
+    checks that the commit came first and returns the timings (for failure messages)."""
+    import threading
+    import time
+
+    started = time.monotonic()
+    elapsed = {}
+
+    def run():
+        with psycopg.connect(dsn, autocommit=True) as session:
+            session.execute(statement)
+        elapsed["statement"] = time.monotonic() - started
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    time.sleep(delay)
+    other.commit()
+    committed = time.monotonic() - started
+    thread.join(60)
+    assert elapsed["statement"] > committed, "the other transaction must commit while the statement runs"
+    return f"the statement took {elapsed['statement']:.3f} s, the other transaction committed at {committed:.3f} s"
+
+
 @pytest.mark.majors("newest")
 @pytest.mark.parametrize(("mode", "delay"), [("immediate", 0.15), ("immediate", 0.75), ("deferred", 0.15)])
 def test_a_refresh_racing_with_a_commit_of_the_same_row_stays_exact(pg, tvconn, connect, mode, delay):
     """A refresh computes rows from its snapshot and then locks them; a writer of the same row that
-    commits in between (while post 28, with many comments, is being computed) must not be
+    commits in between (while post 28, with many comments, is being computed: 0.6 s) must not be
     overwritten by the refresh's older computation: the refresh's commit step takes the slots of the
     keys it wrote and recomputes them when someone committed them since its snapshot. The same
     holds for keys a commit step takes from tviews.repair. (Catalog 0.2.1 computed the rows of a
     refresh twice, so only a commit during the second computation, the later delay, showed it.)"""
-    import threading
-    import time
-
     from test_ops_verify import behind_the_triggers
 
     workload.setup(tvconn, mode)
     tvconn.execute("INSERT INTO tb_comment (pk_comment, fk_post, fk_user, body)"
                    " SELECT g, 28, 1 + g % 5, 'many ' || g FROM generate_series(1000, 300000) g")  # none by user 6
     behind_the_triggers(tvconn, "UPDATE tb_post SET title = 'behind' WHERE pk_post = 5")  # tv_post 5 drifts
-    dsn = tvconn.info.dsn
-    writer = connect(dsn, autocommit=False)
+    writer = connect(tvconn.info.dsn, autocommit=False)
     writer.execute("UPDATE tb_user SET name = 'renamed' WHERE pk_user = 6")  # author of post 5
-    started = time.monotonic()
-    refresh = {}
-
-    def run_refresh():
-        with psycopg.connect(dsn, autocommit=True) as repairer:
-            refresh["rows"] = repairer.execute("SELECT pg_tviews_refresh('tv_post', ARRAY[5, 28])").fetchone()[0]
-        refresh["seconds"] = time.monotonic() - started
-
-    thread = threading.Thread(target=run_refresh)
-    thread.start()
-    time.sleep(delay)  # the refresh has its snapshot and is computing post 28 (0.6 s)
-    writer.commit()
-    committed = time.monotonic() - started
-    thread.join(60)
-    assert refresh["seconds"] > committed, "the writer must commit while the refresh computes"
-    timing = f"refresh took {refresh['seconds']:.3f} s, writer committed at {committed:.3f} s"
+    timing = _commit_during(tvconn.info.dsn, "SELECT pg_tviews_refresh('tv_post', ARRAY[5, 28])", writer, delay)
     assert_exact(tvconn, *workload.TVIEWS, context=timing)
 
 
@@ -456,37 +461,18 @@ def test_a_commit_during_a_refresh_with_a_cascade_is_seen_by_the_commit_step(pg,
     after the refresh's snapshot) although tv_feed, which reads tv_post, armed the commit step from
     inside the refresh with a later snapshot, in which that commit is visible. Also when the user
     is updated by a trigger of the application (pg_tviews' triggers one level deeper)."""
-    import threading
-    import time
-
     workload.setup(tvconn, "immediate")
     tvconn.execute("CREATE TABLE karma_event (fk_user bigint, karma int);"
                    "CREATE FUNCTION apply_karma() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN"
                    " UPDATE tb_user SET karma = NEW.karma WHERE pk_user = NEW.fk_user; RETURN NULL; END $$;"
                    "CREATE TRIGGER apply_karma AFTER INSERT ON karma_event FOR EACH ROW EXECUTE FUNCTION apply_karma()")
     statement = {"statement": "UPDATE tb_user SET karma = 7 WHERE pk_user = 6",
-              "application trigger": "INSERT INTO karma_event VALUES (6, 7)"}[through]
+                 "application trigger": "INSERT INTO karma_event VALUES (6, 7)"}[through]
     tvconn.execute("INSERT INTO tb_comment (pk_comment, fk_post, fk_user, body)"
                    " SELECT g, 17, 1 + g % 5, 'many ' || g FROM generate_series(1000, 300000) g")
-    dsn = tvconn.info.dsn
-    other = connect(dsn, autocommit=False)
+    other = connect(tvconn.info.dsn, autocommit=False)
     other.execute("UPDATE tb_post SET title = 'changed meanwhile' WHERE pk_post = 5")  # by user 6
-    started = time.monotonic()
-    elapsed = {}
-
-    def rename():
-        with psycopg.connect(dsn, autocommit=True) as renamer:
-            renamer.execute(statement)
-        elapsed["rename"] = time.monotonic() - started
-
-    thread = threading.Thread(target=rename)
-    thread.start()
-    time.sleep(0.15)  # the rename's refresh has its snapshot and is computing post 17
-    other.commit()
-    committed = time.monotonic() - started
-    thread.join(60)
-    assert elapsed["rename"] > committed, "the other transaction must commit while the rename refreshes"
-    timing = f"rename took {elapsed['rename']:.3f} s, other committed at {committed:.3f} s"
+    timing = _commit_during(tvconn.info.dsn, statement, other, 0.15)
     assert_exact(tvconn, *workload.TVIEWS, context=timing)
 
 

@@ -77,3 +77,4 @@ def test_eight_writers_leave_no_drift(pg, tvconn, mode):
     if mode == "async":
         worker.drain(tvconn)
     assert_exact(tvconn, *workload.TVIEWS, context=f"(seed {SEED}, {mode}, {report})")
+    print(f"stress, {mode} mode: {report}")  # with -s: transactions, retries, chain waits
