@@ -5,11 +5,12 @@
 -- in between was overwritten by the older computation, and nothing noticed when the commit step
 -- compared slots with a later snapshot, or took no slot for that key. The snapshot compared with
 -- is now the oldest statement-time one (a TVIEW reading another TVIEW armed the commit step from
--- inside the other's refresh, with a later snapshot: see tviews.arm). Keys recorded for repair (tviews.repair) are now recomputed only by a
--- commit step holding their slots, and pg_tviews_refresh on an immediate or deferred TVIEW
--- records its keys for the commit step of its transaction (taking their slots and recomputing
--- them if a transaction sharing one committed since the refresh's snapshot). The worker leaves
--- the recorded repairs of immediate and deferred TVIEWs to the commit step of its transaction.
+-- inside the other's refresh, with a later snapshot: see tviews.arm). Keys recorded for repair
+-- (tviews.repair) are now recomputed only by a commit step holding their slots, and
+-- pg_tviews_refresh on an immediate or deferred TVIEW records its keys for the commit step of its
+-- transaction (taking their slots and recomputing them if a transaction sharing one committed
+-- since the refresh's snapshot). The worker leaves the recorded repairs of immediate and deferred
+-- TVIEWs to the commit step of its transaction.
 -- New flags in pg_tviews.x<id>: r (a full refresh ran before the commit step; recompute it all if
 -- a slot was taken since its snapshot), e (recorded by pg_tviews_refresh or a worker round, which
 -- count their own work in the statistics).
