@@ -352,56 +352,53 @@ BEGIN
         SELECT array_agg(q.id), bool_or(q.full_refresh), jsonb_agg(q.hops) FILTER (WHERE q.hops IS NOT NULL)
           INTO ids, is_full, hop_sets
           FROM tviews.queue q WHERE q.id = ANY (coalesce(claimed, '{}')) AND q.entity_id = e.id;
+        SELECT array_agg(DISTINCT k) INTO all_keys FROM tviews.queue q, unnest(q.keys) k
+         WHERE q.id = ANY (coalesce(ids, '{}'));
         IF e.mode <> 'async' THEN
             -- Items left from async mode and recorded repairs of an immediate or deferred TVIEW:
             -- the commit step of this transaction recomputes them, holding their slots.
-            SELECT array_agg(DISTINCT k) INTO all_keys FROM tviews.queue q, unnest(q.keys) k
-             WHERE q.id = ANY (coalesce(ids, '{}'));
             PERFORM tviews.record(e.id, all_keys, hop_sets,
                                   CASE WHEN coalesce(is_full, false) THEN 'df' ELSE 'd' END, NULL);
             UPDATE tviews.queue SET processed_at = clock_timestamp(), attempts = attempts + 1, error_message = NULL
              WHERE id = ANY (coalesce(ids, '{}'));
-            handled := handled + coalesce(cardinality(ids), 0);
-            CONTINUE;
-        END IF;
-        BEGIN
-            PERFORM pg_advisory_xact_lock(tviews.lock_class(), e.id);
-            IF coalesce(is_full, false) THEN
-                EXECUTE format('SELECT * FROM tviews.%I()', 'tv' || e.id || '_full') INTO r;
-                DELETE FROM tviews.repair rp USING (SELECT ctid FROM tviews.repair WHERE entity_id = e.id
-                                                      ORDER BY key, ctid FOR UPDATE) s
-                 WHERE rp.ctid = s.ctid;
-            ELSE
-                SELECT array_agg(DISTINCT k) INTO all_keys FROM tviews.queue q, unnest(q.keys) k
-                 WHERE q.id = ANY (coalesce(ids, '{}'));
-                lin := NULL;
-                IF hop_sets IS NOT NULL THEN
-                    EXECUTE format('SELECT tviews.%I($1)', 'tv' || e.id || '_lineage') INTO lin USING hop_sets;
+        ELSE
+            BEGIN
+                PERFORM pg_advisory_xact_lock(tviews.lock_class(), e.id);
+                IF coalesce(is_full, false) THEN
+                    EXECUTE format('SELECT * FROM tviews.%I()', 'tv' || e.id || '_full') INTO r;
+                    DELETE FROM tviews.repair rp USING (SELECT ctid FROM tviews.repair WHERE entity_id = e.id
+                                                          ORDER BY key, ctid FOR UPDATE) s
+                     WHERE rp.ctid = s.ctid;
+                ELSE
+                    lin := NULL;
+                    IF hop_sets IS NOT NULL THEN
+                        EXECUTE format('SELECT tviews.%I($1)', 'tv' || e.id || '_lineage') INTO lin USING hop_sets;
+                    END IF;
+                    WITH gone AS (DELETE FROM tviews.repair rp USING (SELECT ctid FROM tviews.repair WHERE entity_id = e.id
+                                                                        ORDER BY key, ctid FOR UPDATE) s
+                                   WHERE rp.ctid = s.ctid RETURNING rp.key)
+                    SELECT coalesce(all_keys, '{}') || coalesce(lin, '{}') || coalesce(array_agg(key), '{}')
+                      INTO all_keys FROM gone;
+                    EXECUTE format('SELECT * FROM tviews.%I($1)', 'tv' || e.id || '_apply') INTO r
+                      USING ARRAY(SELECT DISTINCT k FROM unnest(all_keys) k);
                 END IF;
-                WITH gone AS (DELETE FROM tviews.repair rp USING (SELECT ctid FROM tviews.repair WHERE entity_id = e.id
-                                                                    ORDER BY key, ctid FOR UPDATE) s
-                               WHERE rp.ctid = s.ctid RETURNING rp.key)
-                SELECT coalesce(all_keys, '{}') || coalesce(lin, '{}') || coalesce(array_agg(key), '{}')
-                  INTO all_keys FROM gone;
-                EXECUTE format('SELECT * FROM tviews.%I($1)', 'tv' || e.id || '_apply') INTO r
-                  USING ARRAY(SELECT DISTINCT k FROM unnest(all_keys) k);
-            END IF;
-            IF cardinality(r.contended) > 0 THEN
-                left_over := tviews.contend(e.id, r.contended);
-                INSERT INTO tviews.repair (entity_id, key) SELECT e.id, k FROM unnest(left_over) k;
-            END IF;
-            UPDATE tviews.queue SET processed_at = clock_timestamp(), attempts = attempts + 1, error_message = NULL
-             WHERE id = ANY (coalesce(ids, '{}'));
-            INSERT INTO tviews.refresh_event (entity_id, origin, rows_changed, duration_ms)
-            VALUES (e.id, 'worker', r.changed, extract(epoch FROM clock_timestamp() - started) * 1000);
-        EXCEPTION WHEN OTHERS THEN
-            UPDATE tviews.queue
-               SET attempts = attempts + 1, error_message = SQLERRM,
-                   next_attempt_at = clock_timestamp() + least(interval '5 minutes', interval '1 second' * (2 ^ attempts))
-             WHERE id = ANY (coalesce(ids, '{}'));
-            INSERT INTO tviews.refresh_event (entity_id, origin, rows_changed, duration_ms, error)
-            VALUES (e.id, 'worker', 0, extract(epoch FROM clock_timestamp() - started) * 1000, SQLERRM);
-        END;
+                IF cardinality(r.contended) > 0 THEN
+                    left_over := tviews.contend(e.id, r.contended);
+                    INSERT INTO tviews.repair (entity_id, key) SELECT e.id, k FROM unnest(left_over) k;
+                END IF;
+                UPDATE tviews.queue SET processed_at = clock_timestamp(), attempts = attempts + 1, error_message = NULL
+                 WHERE id = ANY (coalesce(ids, '{}'));
+                INSERT INTO tviews.refresh_event (entity_id, origin, rows_changed, duration_ms)
+                VALUES (e.id, 'worker', r.changed, extract(epoch FROM clock_timestamp() - started) * 1000);
+            EXCEPTION WHEN OTHERS THEN
+                UPDATE tviews.queue
+                   SET attempts = attempts + 1, error_message = SQLERRM,
+                       next_attempt_at = clock_timestamp() + least(interval '5 minutes', interval '1 second' * (2 ^ attempts))
+                 WHERE id = ANY (coalesce(ids, '{}'));
+                INSERT INTO tviews.refresh_event (entity_id, origin, rows_changed, duration_ms, error)
+                VALUES (e.id, 'worker', 0, extract(epoch FROM clock_timestamp() - started) * 1000, SQLERRM);
+            END;
+        END IF;
         handled := handled + coalesce(cardinality(ids), 0);
     END LOOP;
     RETURN handled;
