@@ -493,3 +493,54 @@ def test_the_worker_leaves_recorded_repairs_to_its_commit_step(pg, tvconn, mode)
                            (entity,)).fetchone()[0]
     assert slots == 2, "the round's commit step takes the slots of the keys it repairs"
     assert_exact(tvconn, *workload.TVIEWS)
+
+
+@pytest.mark.majors("newest")
+@pytest.mark.parametrize("mode", ["immediate", "deferred"])
+def test_a_commit_step_that_waited_for_a_slot_evaluates_its_lineages_again(pg, tvconn, connect, mode):
+    """A rename of user 6 reaches post 10 only through a comment another transaction adds while the
+    rename's commit step runs: that transaction (prepared, so it holds its slots) shares the slot of
+    user 6 on the comment edge, the step waits for it and then finds it committed after its
+    snapshot. It must evaluate its lineages again and take the slots of what they reach now, so
+    that post 10 is written under its own slot like every row a commit step writes. (Up to catalog
+    0.2.2 as first written, a session that had never spilled its change records skipped that round:
+    the rows were recomputed, but post 10 without its slot, and a writer of post 10 holding that
+    slot met a locked row, yielded it and, with no later commit step, left it stale.)"""
+    import threading
+    import time
+
+    workload.setup(tvconn, mode)
+    entity = tvconn.execute("SELECT id FROM tviews.entity WHERE table_name = 'tv_post'").fetchone()[0]
+    adder = connect(tvconn.info.dsn)
+    adder.execute("BEGIN")
+    adder.execute("INSERT INTO tb_comment (pk_comment, fk_post, fk_user, body) VALUES (950, 10, 6, 'late')")
+    adder.execute("PREPARE TRANSACTION 'pg_tviews_lineage_again'")
+    renamer: dict = {}
+
+    def rename():
+        with psycopg.connect(tvconn.info.dsn, autocommit=True) as session:  # a fresh session
+            renamer["pid"] = session.info.backend_pid
+            session.execute("BEGIN")
+            session.execute("UPDATE tb_user SET name = 'renamed' WHERE pk_user = 6")
+            renamer["xid"] = session.execute("SELECT pg_current_xact_id()::text").fetchone()[0]
+            session.execute("COMMIT")
+
+    thread = threading.Thread(target=rename)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            waiting = tvconn.execute("SELECT wait_event_type = 'Lock' FROM pg_stat_activity WHERE pid = %s",
+                                     (renamer.get("pid", 0),)).fetchone()
+            if waiting and waiting[0]:
+                break
+            time.sleep(0.02)
+        else:
+            pytest.fail("the rename's commit step did not wait for the prepared transaction's slot")
+    finally:
+        tvconn.execute("COMMIT PREPARED 'pg_tviews_lineage_again'")
+        thread.join(60)
+    holder = tvconn.execute("SELECT last_xid::text FROM tviews.commit_slot WHERE entity_id = %s"
+                            " AND slot = pg_catalog.hash_record(ROW(0, 10::bigint)) & 4095", (entity,)).fetchone()
+    assert holder == (renamer["xid"],), "the rename wrote post 10 without taking its slot"
+    assert_exact(tvconn, *workload.TVIEWS)

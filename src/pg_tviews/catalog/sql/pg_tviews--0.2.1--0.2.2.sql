@@ -171,7 +171,7 @@ BEGIN
         flags := coalesce(current_setting('pg_tviews.x' || id, true), '');
         recorded := string_to_array(trim(BOTH ',' FROM coalesce(current_setting('pg_tviews.l' || id, true), '')), ',')::integer[];
         -- A commit that cannot list its slots (TRUNCATE, too many changes) takes them all.
-        coarse := strpos(flags, 'f') > 0 OR strpos(flags, 'c') > 0 OR current_setting('pg_tviews.spilled', true) = 'on';
+        coarse := strpos(flags, 'f') > 0 OR strpos(flags, 'c') > 0 OR coalesce(current_setting('pg_tviews.spilled', true), '') = 'on';
 
         -- Take the slots, and find out whether a transaction that shares one committed after the
         -- snapshot our rows were computed from (see the notes above). At READ COMMITTED, when one
