@@ -15,7 +15,14 @@
 -- a slot was taken since its snapshot), e (recorded by pg_tviews_refresh or a worker round, which
 -- count their own work in the statistics).
 --
--- 2. A composite-returning function called as `SELECT (f(x)).*` runs once per column:
+-- 2. A commit step that found a slot taken since its snapshot evaluates its lineages again and
+-- takes the slots of what they reach now. In a session that had never spilled its change records,
+-- pg_tviews.spilled was NULL, so was `coarse`, and that round was skipped: rows reached only
+-- through the other transaction's change were written without their slots. And tviews.contend no
+-- longer takes a held row whose holder ended meanwhile (no lock left on its xmax) for one it must
+-- not wait for: it takes the row.
+--
+-- 3. A composite-returning function called as `SELECT (f(x)).*` runs once per column:
 -- recomputations at commit, by the worker, by pg_tviews_refresh and after a wait for a held row
 -- computed their rows twice. They call `SELECT * FROM f(x)` now.
 
@@ -76,9 +83,12 @@ DECLARE
 BEGIN
     SELECT * INTO t FROM tviews.entity WHERE id = p_entity;
     WHILE cardinality(pending) > 0 LOOP
+        -- Unsafe: a holder that is prepared (no backend) or waiting for something. A row whose
+        -- xmax holds no lock any more was released meanwhile (its holder ended, perhaps by
+        -- rolling back, after the refresh skipped it): the lock below takes it at once.
         EXECUTE format(
             'WITH holder AS ('
-            '   SELECT t.xmax, l.pid FROM %I.%I t LEFT JOIN pg_catalog.pg_locks l'
+            '   SELECT t.xmax, l.pid FROM %I.%I t JOIN pg_catalog.pg_locks l'
             '     ON l.locktype = ''transactionid'' AND l.granted AND l.transactionid = t.xmax'
             '    WHERE t.%I = ANY ($1) AND t.xmax <> ''0''::xid)'
             ' SELECT NOT EXISTS (SELECT 1 FROM holder WHERE pid IS NULL'
