@@ -18,9 +18,11 @@
 -- 2. A commit step that found a slot taken since its snapshot evaluates its lineages again and
 -- takes the slots of what they reach now. In a session that had never spilled its change records,
 -- pg_tviews.spilled was NULL, so was `coarse`, and that round was skipped: rows reached only
--- through the other transaction's change were written without their slots. And tviews.contend no
--- longer takes a held row whose holder ended meanwhile (no lock left on its xmax) for one it must
--- not wait for: it takes the row.
+-- through the other transaction's change were written without their slots. The step now keeps
+-- the slots it holds for that round and only adds the ones the new evaluation needs (if free):
+-- giving them all back and waiting for them again made most contended steps go round until they
+-- took all slots. And tviews.contend no longer takes a held row whose holder ended meanwhile (no
+-- lock left on its xmax) for one it must not wait for: it takes the row.
 --
 -- 3. A composite-returning function called as `SELECT (f(x)).*` runs once per column:
 -- recomputations at commit, by the worker, by pg_tviews_refresh and after a wait for a held row
@@ -140,8 +142,10 @@ DECLARE
     repairs    bigint[];
     repair_slots integer[];
     slots      integer[];
+    more       integer[];
     coarse     boolean;
     attempt    integer;
+    extended   integer;
     interfered boolean;
     stale      boolean;
     flags      text;
@@ -185,9 +189,12 @@ BEGIN
 
         -- Take the slots, and find out whether a transaction that shares one committed after the
         -- snapshot our rows were computed from (see the notes above). At READ COMMITTED, when one
-        -- did, evaluate the lineages again from a fresh snapshot, give the slots back (rolling
-        -- back the subtransaction releases their row locks, so waits stay in slot order) and take
-        -- the new set: a few rounds, then all slots.
+        -- did, keep the slots and evaluate the lineages again from a fresh snapshot: nobody can
+        -- commit into a slot this step holds, so only slots the new evaluation adds can still
+        -- interfere. Those are taken only if no one holds them (waiting for a slot while holding
+        -- others out of slot order could deadlock); otherwise, or after a few extensions, give the
+        -- slots back (rolling back the subtransaction releases their row locks) and take the new
+        -- set in slot order: a few rounds, then all slots.
         attempt := 0;
         stale := parts[3] <> 'i' OR first_snap IS NULL;  -- deferred: computed at commit in any case
         snap := CASE WHEN parts[3] = 'i' THEN first_snap END;
@@ -210,6 +217,34 @@ BEGIN
             END IF;
             BEGIN
                 interfered := tviews.take_slots(id::integer, slots, snap);
+                extended := 0;
+                WHILE interfered AND rc AND NOT coarse AND attempt <= 4 AND extended < 4 LOOP
+                    extended := extended + 1;
+                    stale := true;
+                    snap := pg_current_snapshot();
+                    repairs := ARRAY(SELECT DISTINCT r.key FROM tviews.repair r WHERE r.entity_id = id::integer);
+                    IF cardinality(repairs) > 1000 THEN
+                        RAISE EXCEPTION USING ERRCODE = 'T0V01';
+                    END IF;
+                    repair_slots := CASE WHEN cardinality(repairs) > 0 THEN tviews.key_slots(repairs) ELSE '{}' END;
+                    more := ARRAY(SELECT unnest(coalesce(recorded, '{}') || tviews.lineage_slots(id::integer) || repair_slots)
+                                  EXCEPT SELECT unnest(slots));
+                    IF cardinality(more) = 0 THEN
+                        interfered := false;
+                        EXIT;
+                    END IF;
+                    BEGIN
+                        IF (SELECT count(*) FROM (SELECT 1 FROM tviews.commit_slot c
+                                                   WHERE c.entity_id = id::integer AND c.slot = ANY (more)
+                                                   ORDER BY c.slot FOR UPDATE NOWAIT) x) < cardinality(more) THEN
+                            RAISE EXCEPTION USING ERRCODE = 'T0V01';  -- never taken yet: no upsert out of order
+                        END IF;
+                    EXCEPTION WHEN lock_not_available THEN
+                        RAISE EXCEPTION USING ERRCODE = 'T0V01';  -- held by someone: give everything back
+                    END;
+                    interfered := tviews.take_slots(id::integer, more, snap);  -- locked above: no wait
+                    slots := slots || more;
+                END LOOP;
                 IF interfered AND rc AND NOT coarse AND attempt <= 4 THEN
                     RAISE EXCEPTION USING ERRCODE = 'T0V01';  -- give the slots back, evaluate again
                 END IF;
