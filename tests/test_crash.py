@@ -171,13 +171,20 @@ def random_writes(conn: psycopg.Connection, seed: int, transactions: int, id_bas
             pass
 
 
-def writer_loop(dsn: str, seed: int, index: int, report: dict) -> None:
-    """Random write transactions until the server goes away."""
+def writer_loop(dsn: str, seed: int, index: int, report: dict, paused: threading.Event | None = None) -> None:
+    """Random write transactions until the server goes away (or a deadlock or serialization
+    failure ends the writer: psycopg raises both as OperationalError); between two transactions,
+    idle while `paused` is set (reported in report["idle"])."""
     rng = random.Random(seed * 100 + index)
     writer = workload.Writer(rng, id_base=100_000 * (index + 1))
     try:
         with psycopg.connect(dsn, autocommit=True) as conn:
             while True:
+                if paused is not None and paused.is_set():
+                    report["idle"].add(index)
+                    time.sleep(0.01)
+                    continue
+                report["idle"].discard(index)
                 statements = [writer.statement() for _ in range(rng.randint(1, 3))]
                 try:
                     with conn.transaction():
@@ -220,31 +227,42 @@ def test_crash_during_writes(crashable, crashdb, connect, mode):
     catalog.install(conn)
     workload.setup(conn, mode)
     worker.drain(conn)
-    # prepared transactions, on rows no writer touches (a prepared transaction holds what it
-    # wrote, and the commit slots it took, until COMMIT PREPARED: writers sharing them would wait)
+    conn.execute("SET statement_timeout = '30s'")  # a hang here is a failure, not a stuck test
+
+    report = {"committed": 0, "errors": [], "idle": set()}
+    worker_paused = threading.Event()
+    writers_paused = threading.Event()
+    threads = [threading.Thread(target=writer_loop, args=(dsn, seed, i, report, writers_paused)) for i in range(4)]
+    if mode == "async":
+        threads.append(threading.Thread(target=worker_loop, args=(dsn, worker_paused)))
+    for thread in threads:
+        thread.start()
+    time.sleep(1.5)
+    # While the writers idle between transactions: a write transaction left in progress, the last
+    # transaction to commit, and prepared transactions. A prepared transaction holds what it wrote,
+    # and the commit slots it took, until COMMIT PREPARED; a writer whose commit step shares a slot
+    # with it (also by a hash collision) waits for it, here until the crash. Statements of this
+    # test that ran after the prepared transactions could queue behind such a writer.
+    writers_paused.set()
+    deadline = time.monotonic() + 30
+    while len(report["idle"]) + sum(not t.is_alive() for t in threads[:4]) < 4 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert len(report["idle"]) + sum(not t.is_alive() for t in threads[:4]) == 4, "the writers did not pause"
+    open_tx = connect(dsn)
+    open_tx.execute("BEGIN")
+    open_tx.execute("INSERT INTO tb_post (pk_post, fk_user, title) VALUES (900001, 1, 'never committed')")
+    open_tx.execute("INSERT INTO tb_comment (pk_comment, fk_post, fk_user, body) VALUES (900006, 3, 1, 'never')")
+    conn.execute("INSERT INTO tb_post (pk_post, fk_user, title) VALUES (900007, 2, 'committed')")
     for gid, user, post, comment in (("crash_commit", 13, 900_002, 900_003), ("crash_rollback", 14, 900_004, 900_005)):
         prepared = connect(dsn)
+        prepared.execute("SET statement_timeout = '30s'")
         prepared.execute("BEGIN")
         prepared.execute("INSERT INTO tb_user (pk_user, name) VALUES (%s, %s)", (user, gid))
         prepared.execute("INSERT INTO tb_post (pk_post, fk_user, title) VALUES (%s, %s, %s)", (post, user, gid))
         prepared.execute("INSERT INTO tb_comment (pk_comment, fk_post, fk_user, body) VALUES (%s, %s, %s, %s)",
                          (comment, post, user, gid))
         prepared.execute(f"PREPARE TRANSACTION '{gid}'")
-    conn.execute("SET statement_timeout = '30s'")  # a hang here is a failure, not a stuck test
-
-    report = {"committed": 0, "errors": []}
-    worker_paused = threading.Event()
-    threads = [threading.Thread(target=writer_loop, args=(dsn, seed, i, report)) for i in range(4)]
-    if mode == "async":
-        threads.append(threading.Thread(target=worker_loop, args=(dsn, worker_paused)))
-    for thread in threads:
-        thread.start()
-    time.sleep(1.5)
-    # a write transaction in progress
-    open_tx = connect(dsn)
-    open_tx.execute("BEGIN")
-    open_tx.execute("INSERT INTO tb_post (pk_post, fk_user, title) VALUES (900001, 1, 'never committed')")
-    open_tx.execute("INSERT INTO tb_comment (pk_comment, fk_post, fk_user, body) VALUES (900006, 3, 1, 'never')")
+    writers_paused.clear()
     claimed: list[int] = []
     if mode == "async":  # a worker round in progress: items claimed, not committed
         worker_paused.set()
@@ -259,8 +277,6 @@ def test_crash_during_writes(crashable, crashdb, connect, mode):
             "SELECT id FROM tviews.queue WHERE id = ANY(%s) AND processed_at IS NULL", (processed,))]
         assert claimed
         worker_paused.clear()
-    # the last transaction that committed before the crash
-    conn.execute("INSERT INTO tb_post (pk_post, fk_user, title) VALUES (900007, 2, 'committed')")
     time.sleep(0.3)
     crash(crashable)
     for thread in threads:
