@@ -495,21 +495,6 @@ def test_the_worker_leaves_recorded_repairs_to_its_commit_step(pg, tvconn, mode)
     assert_exact(tvconn, *workload.TVIEWS)
 
 
-def _waiting_for_a_lock(conn: psycopg.Connection, session: dict, within: float) -> bool:
-    """Whether the backend whose pid `session` holds (once it is there) waits for a lock within
-    `within` seconds."""
-    import time
-
-    deadline = time.monotonic() + within
-    while time.monotonic() < deadline:
-        row = conn.execute("SELECT wait_event_type = 'Lock' FROM pg_stat_activity WHERE pid = %s",
-                           (session.get("pid", 0),)).fetchone()
-        if row and row[0]:
-            return True
-        time.sleep(0.02)
-    return False
-
-
 @pytest.mark.majors("newest")
 @pytest.mark.parametrize("mode", ["immediate", "deferred"])
 @pytest.mark.parametrize("new_slot", ["free", "held"])
@@ -525,55 +510,48 @@ def test_a_commit_step_that_waited_for_a_slot_evaluates_its_lineages_again(pg, t
     never spilled its change records skipped that round: the rows were recomputed, but post 10
     without its slot, and a writer of post 10 holding that slot met a locked row, yielded it and,
     with no later commit step, left it stale.)"""
-    import threading
+    import time
 
     workload.setup(tvconn, mode)
     entity = tvconn.execute("SELECT id FROM tviews.entity WHERE table_name = 'tv_post'").fetchone()[0]
-    prepared: list[str] = []
+    dsn = tvconn.info.dsn
+    observer = connect(dsn)
+    sessions: list[Session] = []
 
     def prepare(gid: str, statement: str) -> None:
-        session = connect(tvconn.info.dsn)
-        session.execute("SET statement_timeout = '20s'")  # a wait here is a failure, not a hang
-        session.execute("BEGIN")
-        session.execute(statement)
-        session.execute(f"PREPARE TRANSACTION '{gid}'")
-        prepared.append(gid)
+        session = Session(dsn, observer, gid)
+        sessions.append(session)
+        for sql in ("BEGIN", statement, f"PREPARE TRANSACTION '{gid}'"):
+            outcome = session.step(sql)
+            assert outcome is not None and outcome.ok, f"{gid}: {sql} blocked or failed: {outcome}"
 
-    def commit(gid: str) -> None:
-        prepared.remove(gid)
-        tvconn.execute(f"COMMIT PREPARED '{gid}'")
-
-    if new_slot == "held":
-        prepare("pg_tviews_post_5", "UPDATE tb_post SET title = 'five' WHERE pk_post = 5")  # by user 6
-    prepare("pg_tviews_comment", "INSERT INTO tb_comment (pk_comment, fk_post, fk_user, body) VALUES (950, 10, 6, 'late')")
-    renamer: dict = {}
-
-    def rename():
-        with psycopg.connect(tvconn.info.dsn, autocommit=True) as session:  # a fresh session
-            renamer["pid"] = session.info.backend_pid
-            session.execute("SET statement_timeout = '40s'")
-            session.execute("BEGIN")
-            session.execute("UPDATE tb_user SET name = 'renamed' WHERE pk_user = 6")
-            renamer["xid"] = session.execute("SELECT pg_current_xact_id()::text").fetchone()[0]
-            session.execute("COMMIT")
-
-    thread = threading.Thread(target=rename)
-    thread.start()
     try:
-        assert _waiting_for_a_lock(tvconn, renamer, 30), "the rename's commit step must wait for a slot"
-        commit("pg_tviews_comment")
         if new_slot == "held":
-            thread.join(0.3)
+            prepare("pg_tviews_post_5", "UPDATE tb_post SET title = 'five' WHERE pk_post = 5")  # by user 6
+        prepare("pg_tviews_comment",
+                "INSERT INTO tb_comment (pk_comment, fk_post, fk_user, body) VALUES (950, 10, 6, 'late')")
+        renamer = Session(dsn, observer, "rename")  # a fresh session
+        sessions.append(renamer)
+        renamer.step("BEGIN")
+        renamer.step("UPDATE tb_user SET name = 'renamed' WHERE pk_user = 6")
+        xid = renamer.step("SELECT pg_current_xact_id()::text").rows[0][0]
+        assert renamer.step("COMMIT") is None, "the rename's commit step must wait for a slot"
+        tvconn.execute("COMMIT PREPARED 'pg_tviews_comment'")
+        if new_slot == "held":
+            time.sleep(0.3)
             prepare("pg_tviews_post_10", "UPDATE tb_post SET title = 'held' WHERE pk_post = 10")
-            commit("pg_tviews_post_5")
-            thread.join(0.5)
-            assert _waiting_for_a_lock(tvconn, renamer, 5), "the rename must wait for the slot of post 10"
-            commit("pg_tviews_post_10")
+            tvconn.execute("COMMIT PREPARED 'pg_tviews_post_5'")
+            time.sleep(0.5)
+            assert renamer.busy, "the rename must wait for the slot of post 10"
+            tvconn.execute("COMMIT PREPARED 'pg_tviews_post_10'")
+        outcomes = renamer.finish()
+        assert all(o.ok for o in outcomes), [str(o.error) for o in outcomes if not o.ok]
     finally:
-        for gid in list(prepared):
-            commit(gid)
-        thread.join(60)
+        for (gid,) in tvconn.execute("SELECT gid FROM pg_prepared_xacts WHERE database = current_database()").fetchall():
+            tvconn.execute(f"COMMIT PREPARED '{gid}'")
+        for session in sessions:
+            session.close()
     holder_xid = tvconn.execute("SELECT last_xid::text FROM tviews.commit_slot WHERE entity_id = %s"
                                 " AND slot = pg_catalog.hash_record(ROW(0, 10::bigint)) & 4095", (entity,)).fetchone()
-    assert holder_xid == (renamer["xid"],), "the rename wrote post 10 without taking its slot"
+    assert holder_xid == (xid,), "the rename wrote post 10 without taking its slot"
     assert_exact(tvconn, *workload.TVIEWS)
