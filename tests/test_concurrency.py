@@ -356,6 +356,60 @@ def test_failed_queue_items_are_retried_and_kept_with_their_error(pg, tvconn):
     assert_exact(tvconn, *workload.TVIEWS)
 
 
+@pytest.mark.majors("newest")
+def test_a_failing_queue_item_fails_alone(pg, tvconn):
+    """Changes to seven posts wait in the queue; recomputing post 7 fails. The round that claims
+    them all applies the six others (up to catalog 0.2.2 the whole round's items failed with it)
+    and keeps only post 7's change, with its error, for a retry."""
+    workload.setup(tvconn, "async")
+    worker.drain(tvconn)
+    posts = [3, 5, 7, 9, 11, 13, 15]
+    for pk in posts:  # one queue item each
+        tvconn.execute("UPDATE tb_post SET title = 'queued ' || pk_post WHERE pk_post = %s", (pk,))
+    tvconn.execute("CREATE FUNCTION boom() RETURNS trigger LANGUAGE plpgsql AS "
+                   "$$ BEGIN RAISE EXCEPTION 'post 7 refused'; END $$")
+    tvconn.execute("CREATE TRIGGER boom BEFORE UPDATE ON tv_post FOR EACH ROW"
+                   " WHEN (NEW.pk_post = 7) EXECUTE FUNCTION boom()")
+    assert worker.process_once(tvconn) >= len(posts)
+    items = tvconn.execute(
+        "SELECT q.keys[1], q.processed_at IS NOT NULL, q.attempts, q.error_message FROM tviews.queue q"
+        "  JOIN tviews.entity e ON e.id = q.entity_id WHERE e.table_name = 'tv_post' AND q.keys = ARRAY[q.keys[1]]"
+        "   AND q.keys[1] = ANY (%s) ORDER BY 1", (posts,)).fetchall()
+    assert [(pk, done) for pk, done, _, _ in items] == [(pk, pk != 7) for pk in posts]
+    (_, _, attempts, error), = [item for item in items if item[0] == 7]
+    assert attempts == 1 and "post 7 refused" in error
+    titles = dict(tvconn.execute("SELECT pk_post, data ->> 'title' FROM tv_post WHERE pk_post = ANY (%s)", (posts,)))
+    assert titles == {pk: "post 7" if pk == 7 else f"queued {pk}" for pk in posts}
+    tvconn.execute("DROP TRIGGER boom ON tv_post")
+    tvconn.execute("UPDATE tviews.queue SET next_attempt_at = now() WHERE error_message IS NOT NULL")
+    worker.drain(tvconn)
+    assert worker.status(tvconn).pending == 0
+    assert_exact(tvconn, *workload.TVIEWS)
+
+
+@pytest.mark.majors("newest")
+def test_rounds_grow_while_a_backlog_lasts(pg, tvconn):
+    """Forty queued changes, batches of 2 asked for: rounds of 2, 4, 8, 16 and the 10 left
+    instead of twenty rounds of 2; back to 2 once a round is not full."""
+    size = worker.Batch(2)
+    seen = []
+    for handled in (2, 4, 8, 16, 32, 32, 5, 2):
+        seen.append(size.size)
+        size.after(handled)
+    assert seen == [2, 4, 8, 16, 32, 32, 32, 2]
+    workload.setup(tvconn, "async")
+    worker.drain(tvconn)
+    tvconn.execute("DELETE FROM tviews.refresh_event")
+    for pk in range(1, 21):
+        tvconn.execute("UPDATE tb_post SET title = 'queued ' || pk_post WHERE pk_post = %s", (pk,))
+        tvconn.execute("UPDATE tb_user SET karma = %s WHERE pk_user = 1 + %s %% 12", (pk, pk))
+    assert worker.drain(tvconn, batch=2) >= 40
+    rounds = tvconn.execute("SELECT count(*) FROM tviews.refresh_event r JOIN tviews.entity e ON e.id = r.entity_id"
+                            " WHERE e.table_name = 'tv_user' AND r.origin = 'worker'").fetchone()[0]
+    assert rounds <= 5, "the first five rounds claim 2 + 4 + 8 + 16 + 32 items"
+    assert_exact(tvconn, *workload.TVIEWS)
+
+
 # A to-one chain of three tables: comment -> post -> author. Renaming an author reaches comments
 # through posts, which neither transaction below changes.
 TV_COMMENT = """

@@ -34,6 +34,9 @@ STEPS = [
     ("0.2.1", "0.2.2"),
     ("0.2.2", "0.2.1"),
     ("0.1.0", "0.2.2"),
+    ("0.2.2", "0.2.3"),
+    ("0.2.3", "0.2.2"),
+    ("0.1.0", "0.2.3"),
 ]
 
 
@@ -123,13 +126,13 @@ def test_migration_step(pg, conn, fresh_fingerprints, extension_files, source, t
 
 def test_chain_is_consistent():
     chain = catalog.load()
-    assert chain.versions == ["0.1.0", "0.1.1", "0.2.0", "0.2.1", "0.2.2"]
+    assert chain.versions == ["0.1.0", "0.1.1", "0.2.0", "0.2.1", "0.2.2", "0.2.3"]
     for a in chain.versions:
         for b in chain.versions:
             chain.path(a, b)  # every version reaches every other
 
 
-@pytest.mark.parametrize("version", ["0.1.0", "0.1.1", "0.2.0", "0.2.1", "0.2.2"])
+@pytest.mark.parametrize("version", ["0.1.0", "0.1.1", "0.2.0", "0.2.1", "0.2.2", "0.2.3"])
 def test_both_install_modes_give_the_same_catalog(pg, fresh_fingerprints, extension_files, version):
     differences = fp.differences(fresh(pg, fresh_fingerprints, version, "schema"),
                                  fresh(pg, fresh_fingerprints, version, "extension"), ignore=("extension_config",))

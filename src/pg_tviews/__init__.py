@@ -18,7 +18,7 @@ from .errors import (
     UsageError,
 )
 
-__version__ = "0.2.2"
+__version__ = "0.2.3"
 
 __all__ = [
     "CatalogError",

@@ -2,8 +2,10 @@
 
 Each round is one transaction (tviews.pg_tviews_process_queue): items are claimed with SKIP
 LOCKED, so several workers can run side by side. Failures are retried with exponential backoff and
-kept with their error after the last attempt. A stop request (SIGTERM, SIGINT) lets the current
-round finish.
+kept with their error after the last attempt; since catalog 0.2.3 an item that fails does not fail
+the others of its round. A stop request (SIGTERM, SIGINT) lets the current round finish.
+
+Batches grow while a backlog lasts (see Batch).
 
 Waking up: PostgreSQL serializes the commits of all transactions that NOTIFY, so writers notify
 only a worker that is waiting for work. Before it waits, a worker takes the session advisory lock
@@ -24,11 +26,34 @@ from dataclasses import dataclass
 
 import psycopg
 
+from .catalog.chain import version_key
+
 CHANNEL = "pg_tviews_queue"
 #: the advisory lock a worker holds while it waits for a notification (see tviews.enqueue)
 IDLE_LOCK = "tviews.lock_class(), 0"
 #: first pause between rounds while the idle lock cannot be taken; doubles up to the poll interval
 FIRST_PAUSE = 0.01
+#: how far a round's batch grows while the queue has a backlog, as a multiple of the batch asked for
+BATCH_GROWTH = 16
+#: the first catalog whose rounds do not fail with one of their items (tviews.apply_queued)
+ISOLATES_FAILURES = (0, 2, 3)
+
+
+class Batch:
+    """Queue items claimed per round. While rounds come back full (a backlog), the batch doubles,
+    up to BATCH_GROWTH times the size asked for: the items of a backlog often recompute the same
+    rows (every post of a renamed user), and one larger round recomputes them once for all its
+    items. A round that is not full brings the batch back. Batches grow only on a catalog whose
+    rounds isolate failing items, so that a larger round does not fail more changes."""
+
+    def __init__(self, size: int, *, grows: bool = True):
+        self.asked = size
+        self.size = size
+        self.grows = grows
+
+    def after(self, handled: int) -> None:
+        full = handled >= self.size
+        self.size = min(self.size * 2, self.asked * BATCH_GROWTH) if full and self.grows else self.asked
 
 
 @dataclass
@@ -59,11 +84,20 @@ def process_once(conn: psycopg.Connection, batch: int = 500) -> int:
 def drain(conn: psycopg.Connection, batch: int = 500) -> int:
     """Apply everything that is pending now; returns the number of items handled."""
     total = 0
+    size = Batch(batch, grows=isolates_failures(conn))
     while True:
-        handled = process_once(conn, batch)
+        handled = process_once(conn, size.size)
+        size.after(handled)
         total += handled
         if handled == 0:
             return total
+
+
+def isolates_failures(conn: psycopg.Connection) -> bool:
+    """Whether the catalog applies a failing round's items apart (see Batch)."""
+    with conn.transaction():
+        version = conn.execute("SELECT tviews.pg_tviews_version()").fetchone()[0]
+    return version_key(version) >= ISOLATES_FAILURES
 
 
 def status(conn: psycopg.Connection) -> QueueStatus:
@@ -98,10 +132,12 @@ def run(
     """Run until `stop` is set; reconnects after a lost connection."""
     stats = WorkerStats()
     last_housekeeping = 0.0
+    size = Batch(batch)
 
     def round_(conn: psycopg.Connection) -> int:
         nonlocal last_housekeeping
-        handled = process_once(conn, batch)
+        handled = process_once(conn, size.size)
+        size.after(handled)
         stats.rounds += 1
         stats.items += handled
         on_round(handled)
@@ -114,6 +150,7 @@ def run(
         try:
             with connect() as conn:
                 conn.autocommit = True
+                size.grows = isolates_failures(conn)
                 conn.execute(f"LISTEN {CHANNEL}")
                 pause = FIRST_PAUSE
                 while not stop.is_set():

@@ -30,7 +30,7 @@ def alter(
 @app.command("worker")
 def worker_cmd(
     ctx: typer.Context,
-    batch: Annotated[int, typer.Option("--batch", help="Queue items per transaction")] = 500,
+    batch: Annotated[int, typer.Option("--batch", help="Queue items per round (one transaction); grows up to 16x while a backlog lasts")] = 500,
     poll: Annotated[float, typer.Option("--poll", help="Seconds between polls when no notification comes")] = 1.0,
     once: Annotated[bool, typer.Option("--once", help="Drain what is pending and exit")] = False,
 ) -> None:
