@@ -388,6 +388,29 @@ def test_a_failing_queue_item_fails_alone(pg, tvconn):
 
 
 @pytest.mark.majors("newest")
+def test_a_round_that_fails_for_every_item_tries_a_bounded_number_of_sets(pg, tvconn):
+    """Every recomputation of tv_user fails (a broken trigger on it, not a bad item): the round
+    splits the 300 items of tv_user only within its bound of attempts, and every item counts one
+    failed attempt."""
+    workload.setup(tvconn, "async")
+    worker.drain(tvconn)
+    for i in range(300):
+        tvconn.execute("UPDATE tb_user SET name = 'renamed ' || %s WHERE pk_user = 1 + %s %% 12", (i, i))
+    tvconn.execute("CREATE FUNCTION boom() RETURNS trigger LANGUAGE plpgsql AS "
+                   "$$ BEGIN RAISE EXCEPTION 'refresh refused'; END $$")
+    tvconn.execute("CREATE TRIGGER boom BEFORE UPDATE ON tv_user FOR EACH ROW EXECUTE FUNCTION boom()")
+    tvconn.execute("DELETE FROM tviews.refresh_event")
+    worker.process_once(tvconn, 1000)
+    attempts = tvconn.execute(
+        "SELECT array_agg(DISTINCT q.attempts), bool_and(q.error_message LIKE '%%refresh refused%%'), count(*)"
+        "  FROM tviews.queue q JOIN tviews.entity e ON e.id = q.entity_id WHERE e.table_name = 'tv_user'").fetchone()
+    assert attempts == ([1], True, 300)
+    tries = tvconn.execute("SELECT count(*) FROM tviews.refresh_event r JOIN tviews.entity e ON e.id = r.entity_id"
+                           " WHERE e.table_name = 'tv_user'").fetchone()[0]
+    assert tries <= 64
+
+
+@pytest.mark.majors("newest")
 def test_rounds_grow_while_a_backlog_lasts(pg, tvconn):
     """Forty queued changes, batches of 2 asked for: rounds of 2, 4, 8, 16 and the 10 left
     instead of twenty rounds of 2; back to 2 once a round is not full."""

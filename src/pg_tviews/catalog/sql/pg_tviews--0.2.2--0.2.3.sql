@@ -4,15 +4,19 @@
 -- of the definition that raises for some data, a timeout), every item of the round was marked
 -- failed, and after the last attempt kept failed: one bad change left the rows of up to `batch`
 -- good ones stale. The items are now applied by tviews.apply_queued, which splits a failing set in
--- halves, each in its own subtransaction, down to the items that fail on their own: only those
--- count an attempt and keep the error. Any subset can be applied on its own, since recomputation
--- starts from the committed state of the sources.
+-- halves, each in its own subtransaction, down to the items that fail on their own (within a
+-- bound on the attempts): only those count an attempt and keep the error. Any subset can be
+-- applied on its own, since recomputation starts from the committed state of the sources.
 
 -- Apply queue items `p_ids` of async TVIEW `p_entity` (claimed by the caller) in a subtransaction;
 -- when that fails, apply each half the same way, down to the items that fail on their own, which
--- count an attempt, keep the error and wait for their retry. Recorded repairs of the TVIEW are
--- recomputed with the first subset that succeeds.
-CREATE FUNCTION tviews.apply_queued(p_entity integer, p_ids bigint[]) RETURNS void
+-- count an attempt, keep the error and wait for their retry. `p_budget` bounds the attempts (a
+-- failure that is not an item's, a broken trigger on the TVIEW say, would otherwise cost two
+-- attempts per item): once it is spent, what is left fails as a whole. Recorded repairs of the
+-- TVIEW are recomputed with the first attempt only (`p_repairs`); when it fails they wait for the
+-- next round, so that a repair that fails does not fail every item. Returns the budget left.
+CREATE FUNCTION tviews.apply_queued(p_entity integer, p_ids bigint[], p_budget integer, p_repairs boolean)
+    RETURNS integer
     LANGUAGE plpgsql SECURITY DEFINER
     SET search_path = pg_catalog, pg_temp
 AS $$
@@ -25,6 +29,8 @@ DECLARE
     left_over bigint[];
     started   timestamptz := clock_timestamp();
     half      integer := cardinality(p_ids) / 2;
+    budget    integer := p_budget - 1;
+    failure   text;
 BEGIN
     BEGIN
         SELECT bool_or(q.full_refresh), jsonb_agg(q.hops) FILTER (WHERE q.hops IS NOT NULL)
@@ -42,13 +48,14 @@ BEGIN
             IF hop_sets IS NOT NULL THEN
                 EXECUTE format('SELECT tviews.%I($1)', 'tv' || p_entity || '_lineage') INTO lin USING hop_sets;
             END IF;
-            WITH gone AS (DELETE FROM tviews.repair rp USING (SELECT ctid FROM tviews.repair WHERE entity_id = p_entity
-                                                                ORDER BY key, ctid FOR UPDATE) s
-                           WHERE rp.ctid = s.ctid RETURNING rp.key)
-            SELECT coalesce(all_keys, '{}') || coalesce(lin, '{}') || coalesce(array_agg(key), '{}')
-              INTO all_keys FROM gone;
+            IF p_repairs THEN
+                WITH gone AS (DELETE FROM tviews.repair rp USING (SELECT ctid FROM tviews.repair WHERE entity_id = p_entity
+                                                                    ORDER BY key, ctid FOR UPDATE) s
+                               WHERE rp.ctid = s.ctid RETURNING rp.key)
+                SELECT coalesce(all_keys, '{}') || coalesce(array_agg(key), '{}') INTO all_keys FROM gone;
+            END IF;
             EXECUTE format('SELECT * FROM tviews.%I($1)', 'tv' || p_entity || '_apply') INTO r
-              USING ARRAY(SELECT DISTINCT k FROM unnest(all_keys) k);
+              USING ARRAY(SELECT DISTINCT k FROM unnest(coalesce(all_keys, '{}') || coalesce(lin, '{}')) k);
         END IF;
         IF cardinality(r.contended) > 0 THEN
             left_over := tviews.contend(p_entity, r.contended);
@@ -58,19 +65,24 @@ BEGIN
          WHERE id = ANY (p_ids);
         INSERT INTO tviews.refresh_event (entity_id, origin, rows_changed, duration_ms)
         VALUES (p_entity, 'worker', r.changed, extract(epoch FROM clock_timestamp() - started) * 1000);
+        RETURN budget;
     EXCEPTION WHEN OTHERS THEN
-        IF half > 0 THEN
-            PERFORM tviews.apply_queued(p_entity, p_ids[1:half]);
-            PERFORM tviews.apply_queued(p_entity, p_ids[half + 1:]);
-            RETURN;
-        END IF;
-        UPDATE tviews.queue
-           SET attempts = attempts + 1, error_message = SQLERRM,
-               next_attempt_at = clock_timestamp() + least(interval '5 minutes', interval '1 second' * (2 ^ attempts))
-         WHERE id = ANY (p_ids);
-        INSERT INTO tviews.refresh_event (entity_id, origin, rows_changed, duration_ms, error)
-        VALUES (p_entity, 'worker', 0, extract(epoch FROM clock_timestamp() - started) * 1000, SQLERRM);
+        failure := SQLERRM;
     END;
+    IF half > 0 AND budget >= 2 THEN
+        budget := tviews.apply_queued(p_entity, p_ids[1:half], budget, false);
+        IF budget > 0 THEN
+            RETURN tviews.apply_queued(p_entity, p_ids[half + 1:], budget, false);
+        END IF;
+        p_ids := p_ids[half + 1:];  -- the budget is spent: the second half fails as a whole
+    END IF;
+    UPDATE tviews.queue
+       SET attempts = attempts + 1, error_message = failure,
+           next_attempt_at = clock_timestamp() + least(interval '5 minutes', interval '1 second' * (2 ^ attempts))
+     WHERE id = ANY (p_ids);
+    INSERT INTO tviews.refresh_event (entity_id, origin, rows_changed, duration_ms, error)
+    VALUES (p_entity, 'worker', 0, extract(epoch FROM clock_timestamp() - started) * 1000, failure);
+    RETURN greatest(budget, 0);
 END
 $$;
 
@@ -116,7 +128,9 @@ BEGIN
             UPDATE tviews.queue SET processed_at = clock_timestamp(), attempts = attempts + 1, error_message = NULL
              WHERE id = ANY (coalesce(ids, '{}'));
         ELSE
-            PERFORM tviews.apply_queued(e.id, coalesce(ids, '{}'));
+            -- attempts for one TVIEW's items of the round: enough to find a few failing items among
+            -- thousands (two per halving)
+            PERFORM tviews.apply_queued(e.id, coalesce(ids, '{}'), 64, true);
         END IF;
         handled := handled + coalesce(cardinality(ids), 0);
     END LOOP;

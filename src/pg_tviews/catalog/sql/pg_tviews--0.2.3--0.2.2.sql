@@ -90,7 +90,7 @@ END
 $$;
 
 
-DROP FUNCTION tviews.apply_queued(integer, bigint[]);
+DROP FUNCTION tviews.apply_queued(integer, bigint[], integer, boolean);
 
 CREATE OR REPLACE FUNCTION tviews.pg_tviews_version() RETURNS text
     LANGUAGE sql IMMUTABLE PARALLEL SAFE
