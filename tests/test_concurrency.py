@@ -332,14 +332,29 @@ def test_worker_does_not_wait_while_an_unnotified_change_is_uncommitted(pg, tvco
     assert_exact(tvconn, *workload.TVIEWS)
 
 
+def _break_refresh(conn, table: str, message: str, when: str = "true") -> None:
+    """Make writing rows of TVIEW `table` fail (those matching `when`), as a bad row of its
+    definition would."""
+    conn.execute("CREATE FUNCTION boom() RETURNS trigger LANGUAGE plpgsql AS"
+                 f" $$ BEGIN RAISE EXCEPTION '{message}'; END $$")
+    conn.execute(f"CREATE TRIGGER boom BEFORE UPDATE ON {table} FOR EACH ROW WHEN ({when}) EXECUTE FUNCTION boom()")
+
+
+def _mend_refresh_and_retry(conn, table: str) -> None:
+    """Undo _break_refresh, retry the failed items at once and check that all TVIEWs are exact."""
+    conn.execute(f"DROP TRIGGER boom ON {table}")
+    conn.execute("UPDATE tviews.queue SET next_attempt_at = now() WHERE error_message IS NOT NULL")
+    worker.drain(conn)
+    assert worker.status(conn).pending == 0
+    assert_exact(conn, *workload.TVIEWS)
+
+
 @pytest.mark.majors("newest")
 def test_failed_queue_items_are_retried_and_kept_with_their_error(pg, tvconn):
     workload.setup(tvconn, "async")
     tvconn.execute("UPDATE tb_user SET name = 'x' WHERE pk_user = 1")
     # break the TVIEW's refresh: writing its rows fails
-    tvconn.execute("CREATE FUNCTION boom() RETURNS trigger LANGUAGE plpgsql AS "
-                   "$$ BEGIN RAISE EXCEPTION 'refresh refused'; END $$")
-    tvconn.execute("CREATE TRIGGER boom BEFORE UPDATE ON tv_user FOR EACH ROW EXECUTE FUNCTION boom()")
+    _break_refresh(tvconn, "tv_user", "refresh refused")
     assert worker.drain(tvconn) >= 1
     status = worker.status(tvconn)
     failing = [t for t in status.per_tview if t["last_error"]]
@@ -349,11 +364,7 @@ def test_failed_queue_items_are_retried_and_kept_with_their_error(pg, tvconn):
     tvconn.execute("UPDATE tviews.queue SET next_attempt_at = now() WHERE error_message IS NOT NULL")
     worker.drain(tvconn)
     assert tvconn.execute("SELECT max(attempts) FROM tviews.queue WHERE error_message IS NOT NULL").fetchone()[0] == 2
-    tvconn.execute("DROP TRIGGER boom ON tv_user")
-    tvconn.execute("UPDATE tviews.queue SET next_attempt_at = now() WHERE error_message IS NOT NULL")
-    worker.drain(tvconn)
-    assert worker.status(tvconn).pending == 0
-    assert_exact(tvconn, *workload.TVIEWS)
+    _mend_refresh_and_retry(tvconn, "tv_user")
 
 
 @pytest.mark.majors("newest")
@@ -366,10 +377,7 @@ def test_a_failing_queue_item_fails_alone(pg, tvconn):
     posts = [3, 5, 7, 9, 11, 13, 15]
     for pk in posts:  # one queue item each
         tvconn.execute("UPDATE tb_post SET title = 'queued ' || pk_post WHERE pk_post = %s", (pk,))
-    tvconn.execute("CREATE FUNCTION boom() RETURNS trigger LANGUAGE plpgsql AS "
-                   "$$ BEGIN RAISE EXCEPTION 'post 7 refused'; END $$")
-    tvconn.execute("CREATE TRIGGER boom BEFORE UPDATE ON tv_post FOR EACH ROW"
-                   " WHEN (NEW.pk_post = 7) EXECUTE FUNCTION boom()")
+    _break_refresh(tvconn, "tv_post", "post 7 refused", when="NEW.pk_post = 7")
     assert worker.process_once(tvconn) >= len(posts)
     items = tvconn.execute(
         "SELECT q.keys[1], q.processed_at IS NOT NULL, q.attempts, q.error_message FROM tviews.queue q"
@@ -380,11 +388,7 @@ def test_a_failing_queue_item_fails_alone(pg, tvconn):
     assert attempts == 1 and "post 7 refused" in error
     titles = dict(tvconn.execute("SELECT pk_post, data ->> 'title' FROM tv_post WHERE pk_post = ANY (%s)", (posts,)))
     assert titles == {pk: "post 7" if pk == 7 else f"queued {pk}" for pk in posts}
-    tvconn.execute("DROP TRIGGER boom ON tv_post")
-    tvconn.execute("UPDATE tviews.queue SET next_attempt_at = now() WHERE error_message IS NOT NULL")
-    worker.drain(tvconn)
-    assert worker.status(tvconn).pending == 0
-    assert_exact(tvconn, *workload.TVIEWS)
+    _mend_refresh_and_retry(tvconn, "tv_post")
 
 
 @pytest.mark.majors("newest")
@@ -396,9 +400,7 @@ def test_a_round_that_fails_for_every_item_tries_a_bounded_number_of_sets(pg, tv
     worker.drain(tvconn)
     for i in range(300):
         tvconn.execute("UPDATE tb_user SET name = 'renamed ' || %s WHERE pk_user = 1 + %s %% 12", (i, i))
-    tvconn.execute("CREATE FUNCTION boom() RETURNS trigger LANGUAGE plpgsql AS "
-                   "$$ BEGIN RAISE EXCEPTION 'refresh refused'; END $$")
-    tvconn.execute("CREATE TRIGGER boom BEFORE UPDATE ON tv_user FOR EACH ROW EXECUTE FUNCTION boom()")
+    _break_refresh(tvconn, "tv_user", "refresh refused")
     tvconn.execute("DELETE FROM tviews.refresh_event")
     worker.process_once(tvconn, 1000)
     attempts = tvconn.execute(
