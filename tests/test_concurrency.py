@@ -414,7 +414,7 @@ def test_a_round_that_fails_for_every_item_tries_a_bounded_number_of_sets(pg, tv
 
 @pytest.mark.majors("newest")
 def test_rounds_grow_while_a_backlog_lasts(pg, tvconn):
-    """Forty queued changes, batches of 2 asked for: rounds of 2, 4, 8, 16 and the 10 left
+    """Forty queued changes of tv_post, batches of 2 asked for: rounds of 2, 4, 8, 16 and 32
     instead of twenty rounds of 2; back to 2 once a round is not full."""
     size = worker.Batch(2)
     seen = []
@@ -430,7 +430,7 @@ def test_rounds_grow_while_a_backlog_lasts(pg, tvconn):
         tvconn.execute("UPDATE tb_user SET karma = %s WHERE pk_user = 1 + %s %% 12", (pk, pk))
     assert worker.drain(tvconn, batch=2) >= 40
     rounds = tvconn.execute("SELECT count(*) FROM tviews.refresh_event r JOIN tviews.entity e ON e.id = r.entity_id"
-                            " WHERE e.table_name = 'tv_user' AND r.origin = 'worker'").fetchone()[0]
+                            " WHERE e.table_name = 'tv_post' AND r.origin = 'worker'").fetchone()[0]
     assert rounds <= 5, "the first five rounds claim 2 + 4 + 8 + 16 + 32 items"
     assert_exact(tvconn, *workload.TVIEWS)
 
