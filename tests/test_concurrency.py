@@ -435,6 +435,26 @@ def test_rounds_grow_while_a_backlog_lasts(pg, tvconn):
     assert_exact(tvconn, *workload.TVIEWS)
 
 
+@pytest.mark.majors("newest")
+def test_a_grown_round_cancelled_by_a_statement_timeout_is_done_again_smaller(pg, tvconn):
+    """Writing a row of tv_post takes 20 ms and statements may run 250 ms: a round of 16 posts is
+    cancelled, one of 2 is not. The drain goes on with rounds of the size asked for."""
+    workload.setup(tvconn, "async")
+    worker.drain(tvconn)
+    tvconn.execute("CREATE FUNCTION slow() RETURNS trigger LANGUAGE plpgsql AS"
+                   " $$ BEGIN PERFORM pg_sleep(0.02); RETURN NEW; END $$")
+    tvconn.execute("CREATE TRIGGER slow BEFORE UPDATE ON tv_post FOR EACH ROW EXECUTE FUNCTION slow()")
+    for pk in range(1, 31):
+        tvconn.execute("UPDATE tb_post SET title = 'queued ' || pk_post WHERE pk_post = %s", (pk,))
+    tvconn.execute("SET statement_timeout = '250ms'")
+    with pytest.raises(psycopg.errors.QueryCanceled):
+        worker.process_once(tvconn, 16)
+    assert worker.drain(tvconn, batch=2) >= 30
+    tvconn.execute("RESET statement_timeout")
+    assert worker.status(tvconn).pending == 0
+    assert_exact(tvconn, *workload.TVIEWS)
+
+
 # A to-one chain of three tables: comment -> post -> author. Renaming an author reaches comments
 # through posts, which neither transaction below changes.
 TV_COMMENT = """

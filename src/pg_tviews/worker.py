@@ -44,7 +44,8 @@ class Batch:
     up to BATCH_GROWTH times the size asked for: the items of a backlog often recompute the same
     rows (every post of a renamed user), and one larger round recomputes them once for all its
     items. A round that is not full brings the batch back. Batches grow only on a catalog whose
-    rounds isolate failing items, so that a larger round does not fail more changes."""
+    rounds isolate failing items, so that a larger round does not fail more changes; a grown round
+    that a statement timeout cancels is done again at the size asked for."""
 
     def __init__(self, size: int, *, grows: bool = True):
         self.asked = size
@@ -54,6 +55,19 @@ class Batch:
     def after(self, handled: int) -> None:
         full = handled >= self.size
         self.size = min(self.size * 2, self.asked * BATCH_GROWTH) if full and self.grows else self.asked
+
+    def run(self, conn: psycopg.Connection) -> int:
+        """One round at the current size. A grown round cancelled by a statement timeout (which
+        cancels the round as a whole) is done again at the size asked for."""
+        try:
+            handled = process_once(conn, self.size)
+        except psycopg.errors.QueryCanceled:
+            if self.size == self.asked:
+                raise
+            self.size = self.asked
+            handled = process_once(conn, self.size)
+        self.after(handled)
+        return handled
 
 
 @dataclass
@@ -86,8 +100,7 @@ def drain(conn: psycopg.Connection, batch: int = 500) -> int:
     total = 0
     size = Batch(batch, grows=isolates_failures(conn))
     while True:
-        handled = process_once(conn, size.size)
-        size.after(handled)
+        handled = size.run(conn)
         total += handled
         if handled == 0:
             return total
@@ -136,8 +149,7 @@ def run(
 
     def round_(conn: psycopg.Connection) -> int:
         nonlocal last_housekeeping
-        handled = process_once(conn, size.size)
-        size.after(handled)
+        handled = size.run(conn)
         stats.rounds += 1
         stats.items += handled
         on_round(handled)

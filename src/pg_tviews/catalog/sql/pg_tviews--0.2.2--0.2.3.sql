@@ -1,12 +1,12 @@
 -- pg_tviews 0.2.2 -> 0.2.3 (patch), a runtime fix; no TVIEW is rebuilt.
 --
 -- A worker round applies the claimed items of each async TVIEW together. When that failed (a row
--- of the definition that raises for some data, a timeout), every item of the round was marked
+-- of the definition that raises for some data, a lock timeout), every item of the round was marked
 -- failed, and after the last attempt kept failed: one bad change left the rows of up to `batch`
 -- good ones stale. The items are now applied by tviews.apply_queued, which splits a failing set in
--- halves, each in its own subtransaction, down to the items that fail on their own (within a
--- bound on the attempts): only those count an attempt and keep the error. Any subset can be
--- applied on its own, since recomputation starts from the committed state of the sources.
+-- halves, each in its own subtransaction, down to the items that fail on their own (within a bound
+-- on the attempts): only those count an attempt and keep the error. Any subset can be applied on
+-- its own, since recomputation starts from the committed state of the sources.
 
 -- Apply queue items `p_ids` of async TVIEW `p_entity` (claimed by the caller) in a subtransaction;
 -- when that fails, apply each half the same way, down to the items that fail on their own, which
