@@ -26,6 +26,7 @@ from dataclasses import dataclass
 
 import psycopg
 
+from . import catalog
 from .catalog.chain import version_key
 
 CHANNEL = "pg_tviews_queue"
@@ -56,7 +57,7 @@ class Batch:
         full = handled >= self.size
         self.size = min(self.size * 2, self.asked * BATCH_GROWTH) if full and self.grows else self.asked
 
-    def run(self, conn: psycopg.Connection) -> int:
+    def next_round(self, conn: psycopg.Connection) -> int:
         """One round at the current size. A grown round cancelled by a statement timeout (which
         cancels the round as a whole) is done again at the size asked for."""
         try:
@@ -100,7 +101,7 @@ def drain(conn: psycopg.Connection, batch: int = 500) -> int:
     total = 0
     size = Batch(batch, grows=isolates_failures(conn))
     while True:
-        handled = size.run(conn)
+        handled = size.next_round(conn)
         total += handled
         if handled == 0:
             return total
@@ -109,8 +110,8 @@ def drain(conn: psycopg.Connection, batch: int = 500) -> int:
 def isolates_failures(conn: psycopg.Connection) -> bool:
     """Whether the catalog applies a failing round's items apart (see Batch)."""
     with conn.transaction():
-        version = conn.execute("SELECT tviews.pg_tviews_version()").fetchone()[0]
-    return version_key(version) >= ISOLATES_FAILURES
+        version = catalog.installed(conn).version
+    return version is not None and version_key(version) >= ISOLATES_FAILURES
 
 
 def status(conn: psycopg.Connection) -> QueueStatus:
@@ -149,7 +150,7 @@ def run(
 
     def round_(conn: psycopg.Connection) -> int:
         nonlocal last_housekeeping
-        handled = size.run(conn)
+        handled = size.next_round(conn)
         stats.rounds += 1
         stats.items += handled
         on_round(handled)
